@@ -1,0 +1,19 @@
+# cfbrain: raw clinical brain scans -> counterfactual-imaging results.
+# The workflow says what file is made from what; the cfbrain package says how.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/synth.smk"
+include: "workflow/rules/ingest.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

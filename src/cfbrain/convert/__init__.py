@@ -1,0 +1,1 @@
+"""DICOM -> NIfTI with dcm2niix and the post-conversion exclusion rules."""

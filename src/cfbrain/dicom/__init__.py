@@ -1,0 +1,1 @@
+"""DICOM header index, axial filter, pseudonymised export."""

@@ -1,0 +1,178 @@
+"""One provenance record per Snakemake job, written by one helper that every script uses."""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import platform
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import cfbrain
+
+TRACKED_LIBRARIES = (
+    "numpy", "scipy", "pandas", "pydicom", "nibabel", "dcm2niix", "fslpy", "SimpleITK",
+    "scikit-learn", "torch", "monai", "torchmetrics", "snakemake",
+)
+REPO_ROOT = Path(cfbrain.__file__).resolve().parents[2]
+_CHUNK_BYTES = 1 << 20
+
+
+def sha256_path(path: Path) -> dict[str, Any]:
+    """Content hash of a file, or of a directory as the hash of its sorted (relative path, file hash) pairs.
+
+    Member names of a directory are hashed, not listed: a source tree's folder names may identify patients.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = [(p.relative_to(path).as_posix(), _sha256_file(p)) for p in sorted(path.rglob("*")) if p.is_file()]
+        combined = hashlib.sha256("\n".join(f"{k}\t{v}" for k, v in files).encode()).hexdigest()
+        return {"sha256": combined, "kind": "directory", "n_files": len(files)}
+    return {"sha256": _sha256_file(path), "kind": "file", "bytes": path.stat().st_size}
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def git_state(repo: Path = REPO_ROOT) -> dict[str, Any]:
+    """Commit and dirty flag of the repository cfbrain runs from ("unknown" outside git)."""
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, check=True).stdout
+        return {"commit": commit, "dirty": bool(status.strip())}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": "unknown", "dirty": None}
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries whose behaviour can change results."""
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def _device() -> str:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(0)}"
+    return "cpu"
+
+
+def _jsonable(value: Any) -> Any:
+    """Params and config values as plain JSON (Snakemake Namedlists, Paths, numpy scalars)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _named(items: Any) -> dict[str, Any]:
+    """Snakemake Namedlist -> {name: value}, unnamed entries keyed by position."""
+    names = {id(v): k for k, v in items.items()} if hasattr(items, "items") else {}
+    return {names.get(id(v), str(i)): v for i, v in enumerate(items)}
+
+
+def job_record(*, rule: str, wildcards: Mapping[str, str], inputs: Mapping[str, Any],
+               outputs: Mapping[str, Any], params: Mapping[str, Any], seed: int | None,
+               started: dt.datetime, finished: dt.datetime) -> dict[str, Any]:
+    """The provenance record of one finished job (ARCHITECTURE.md contract 2)."""
+    def hashes(paths: Mapping[str, Any]) -> dict[str, Any]:
+        flat = {}
+        for name, value in paths.items():
+            for i, path in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+                key = name if not isinstance(value, (list, tuple)) else f"{name}[{i}]"
+                flat[key] = {"path": str(path), **sha256_path(Path(path))}
+        return flat
+
+    return {
+        "rule": rule,
+        "wildcards": dict(wildcards),
+        "inputs": hashes(inputs),
+        "outputs": hashes(outputs),
+        "params": _jsonable(dict(params)),
+        "seed": seed,
+        "cfbrain_version": cfbrain.__version__,
+        "git": git_state(),
+        "libraries": library_versions(),
+        "device": _device(),
+        "host": platform.node(),
+        "started": started.isoformat(),
+        "finished": finished.isoformat(),
+    }
+
+
+def record_path(results_root: Path, rule: str, wildcards: Mapping[str, str]) -> Path:
+    """results/{dataset}/provenance/{rule}/{other wildcard values}.json."""
+    dataset = wildcards.get("dataset", "_workflow")
+    rest = [f"{k}-{v}" for k, v in sorted(wildcards.items()) if k != "dataset"]
+    return Path(results_root) / dataset / "provenance" / rule / (("__".join(rest) or "all") + ".json")
+
+
+@dataclass
+class Job:
+    """What a script body gets: the job logger and extra fields for its provenance record."""
+
+    log: logging.Logger
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def snakemake_job(smk: Any) -> Iterator[Job]:
+    """Run a Snakemake script body with logging to the rule's log and a provenance record at the end.
+
+    Usage in a script: ``with snakemake_job(snakemake) as job: ...``. The record is written
+    only if the body finishes; an exception propagates so that the job fails loudly.
+    ``job.extra`` lands in the record under "extra" (e.g. hashes of private source files).
+    """
+    job = Job(_job_logger(smk))
+    started = dt.datetime.now(dt.timezone.utc)
+    job.log.info("rule %s %s started", smk.rule, dict(smk.wildcards.items()))
+    yield job
+    finished = dt.datetime.now(dt.timezone.utc)
+    wildcards = dict(smk.wildcards.items())
+    params = _named(smk.params)
+    record = job_record(rule=smk.rule, wildcards=wildcards, inputs=_named(smk.input),
+                        outputs=_named(smk.output), params=params, seed=params.get("seed"),
+                        started=started, finished=finished)
+    record["extra"] = _jsonable(job.extra)
+    path = record_path(Path(smk.config.get("results", "results")), smk.rule, wildcards)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, sort_keys=True))
+    job.log.info("finished in %.1f s; provenance %s", (finished - started).total_seconds(), path)
+
+
+def _job_logger(smk: Any) -> logging.Logger:
+    """The package-wide "cfbrain" logger, writing to stderr and the rule's log file."""
+    logger = logging.getLogger("cfbrain")
+    logger.setLevel(logging.INFO)
+    logger.handlers.clear()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if len(smk.log):
+        Path(smk.log[0]).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(smk.log[0], mode="w"))
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    logger.propagate = False
+    return logger

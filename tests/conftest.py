@@ -1,0 +1,72 @@
+"""Shared fixtures: small hand-made CT series for the ingest unit tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+REPO = Path(__file__).resolve().parents[1]
+PYDICOM_TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
+
+
+def ct_slice(*, patient_id="IST00001", name="DOE^JANE", study_uid, series_uid, index, n_rows=16,
+             orientation=AXIAL, image_type=("ORIGINAL", "PRIMARY", "AXIAL"), kernel="H30s",
+             slice_gap=5.0) -> Dataset:
+    """A tiny but valid CT Image Storage instance with identifying tags (for de-identification tests)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    sop_uid = generate_uid(entropy_srcs=[series_uid, str(index)])
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop_uid
+    ds.Modality = "CT"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientAge, ds.PatientSex = name, patient_id, "19400102", "072Y", "F"
+    ds.InstitutionName, ds.ReferringPhysicianName, ds.AccessionNumber = "ST ELSEWHERE HOSPITAL", "HOUSE^GREGORY", "ACC998877"
+    ds.StudyDate, ds.StudyTime = "20120301", "101500"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, generate_uid(entropy_srcs=[study_uid, "frame"])
+    ds.SeriesNumber, ds.InstanceNumber = 2, index + 1
+    if image_type is not None:
+        ds.ImageType = list(image_type)
+    ds.ConvolutionKernel = kernel
+    ds.ImageOrientationPatient = list(orientation)
+    normal = np.cross(orientation[:3], orientation[3:])
+    ds.ImagePositionPatient = [float(v) for v in (-8.0, -8.0, 0.0) + normal * slice_gap * index]
+    ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], slice_gap
+    ds.Rows = ds.Columns = n_rows
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+    rng = np.random.default_rng(index)
+    ds.PixelData = (rng.integers(0, 80, (n_rows, n_rows)) + 1024).astype(np.int16).tobytes()
+    ds.add_new(0x00190010, "LO", "ACME PRIVATE")
+    ds.add_new(0x00191001, "LO", name)
+    return ds
+
+
+def write_series(folder: Path, n: int, *, study_uid=None, series_uid=None, prefix="IM", **kwargs) -> list[Path]:
+    """Write ``n`` slices of one series into ``folder``; returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid = study_uid or generate_uid(entropy_srcs=[str(folder), "study"])
+    series_uid = series_uid or generate_uid(entropy_srcs=[str(folder), prefix, "series"])
+    paths = []
+    for i in range(n):
+        path = folder / f"{prefix}{i:04d}.dcm"
+        ct_slice(study_uid=study_uid, series_uid=series_uid, index=i, **kwargs).save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def key(tmp_path):
+    from cfbrain.dicom.pseudonymise import PseudonymKey
+    return PseudonymKey.load_or_create(tmp_path / "private" / "key")

@@ -1,0 +1,125 @@
+# Config validation, paths, and the functions that turn config + checkpoints into targets.
+import functools
+from pathlib import Path
+
+import pandas as pd
+from snakemake.utils import validate
+
+from cfbrain.dicom.index import files_state
+from cfbrain.provenance import code_fingerprint
+
+validate(config, workflow.source_path("../../config/schema.yaml"))
+
+RESULTS = config["results"]
+PRIVATE = config["private"]
+SOURCES = config["sources"]
+DATASETS = config["datasets"]
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9][A-Za-z0-9-]*",
+    scan=r"P[0-9a-f]{10}_S[0-9a-f]{6}_E[0-9a-f]{6}",
+
+
+def res(path):
+    """A path under results/{dataset}/ as a Snakemake pattern."""
+    return f"{RESULTS}/{{dataset}}/{path}"
+
+
+def log_path(name):
+    return f"{RESULTS}/{{dataset}}/logs/{name}.log"
+
+
+def source_config(dataset):
+    return DATASETS[dataset]["source"]
+
+
+def is_synthetic(dataset):
+    return source_config(dataset)["kind"] == "synthetic"
+
+
+def source_dicom_dir(dataset):
+    """Root of the DICOM tree the index reads."""
+    if is_synthetic(dataset):
+        return f"{SOURCES}/{dataset}/dicom"
+    return source_config(dataset)["path"]
+
+
+def key_path(dataset):
+    """The pseudonym key: created once, never a Snakemake output (a rerun must not replace it)."""
+    return f"{PRIVATE}/{dataset}/pseudonym.key"
+
+
+def ingest_params(*names):
+    return {name: config["ingest"][name] for name in names}
+
+
+def index_input(wildcards):
+    """A synthetic cohort is a rule output; a user's DICOM tree is tracked by ``index_source_state``."""
+    return {"source": f"{SOURCES}/{wildcards.dataset}"} if is_synthetic(wildcards.dataset) else {}
+
+
+def index_source_state(wildcards):
+    """Hash of (path, size, mtime) of every file of a user's DICOM tree: a changed file reruns the index.
+    Synthetic sources are tracked through their directory output instead."""
+    if is_synthetic(wildcards.dataset):
+        return "synthetic"
+    root = Path(source_dicom_dir(wildcards.dataset))
+    return files_state(sorted(p for p in root.rglob("*") if p.is_file()))
+
+
+@functools.lru_cache(maxsize=None)
+def _manifest(path, mtime_ns):
+    return pd.read_csv(path, sep="\t", dtype={"scan": str, "path": str}).groupby("scan").path.apply(list).to_dict()
+
+
+def scan_source_files(dataset, scan):
+    path = Path(f"{PRIVATE}/{dataset}/source_manifest.tsv")
+    return _manifest(str(path), path.stat().st_mtime_ns)[scan]
+
+
+def export_source_state(wildcards):
+    """State of one series' source files: editing one file reruns only that series' chain."""
+    return files_state([Path(p) for p in scan_source_files(wildcards.dataset, wildcards.scan)])
+
+
+def candidate_scans(dataset):
+    """Series the index sends to conversion (after the index checkpoint)."""
+    series = pd.read_csv(checkpoints.index.get(dataset=dataset).output.series, sep="\t")
+    return sorted(series.loc[series.verdict == "candidate", "scan"])
+
+
+def kept_scans(dataset):
+    """Series kept after ingest (after the ingest_qc checkpoint)."""
+    table = pd.read_csv(checkpoints.ingest_qc.get(dataset=dataset).output.table, sep="\t")
+    return sorted(table.loc[(table.unit == "series") & (table.status == "kept"), "id"])
+
+
+def labels_input(wildcards):
+    dataset = wildcards.dataset
+    if is_synthetic(dataset):
+        return {"source": f"{SOURCES}/{dataset}"}
+    return {"labels": DATASETS[dataset]["labels"]}
+
+
+def raw_labels_path(wildcards):
+    dataset = wildcards.dataset
+    return f"{SOURCES}/{dataset}/labels.tsv" if is_synthetic(dataset) else DATASETS[dataset]["labels"]
+
+
+def has_labels(dataset):
+    return is_synthetic(dataset) or bool(DATASETS[dataset].get("labels"))
+
+
+def review_input(wildcards):
+    review = DATASETS[wildcards.dataset].get("review")
+    return {"review": review} if review else {}
+
+
+def all_targets():
+    targets = []
+    for dataset in DATASETS:
+        targets += [f"{RESULTS}/{dataset}/tables/exclusions.md", f"{RESULTS}/{dataset}/qc/exclusions.tsv"]
+        if has_labels(dataset):
+            targets.append(f"{RESULTS}/{dataset}/labels.tsv")
+    return targets

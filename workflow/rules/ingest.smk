@@ -1,0 +1,101 @@
+# Thesis 003 §3.4.4 steps 1-4: index, export with pseudonyms, axial filter, dcm2niix, exclusions.
+# Raw identifiers and source paths exist only in the index job and under PRIVATE/.
+
+
+checkpoint index:
+    input:
+        unpack(index_input),
+    output:
+        series=res("index/series.tsv"),
+        files=res("index/files.tsv"),
+        manifest=f"{PRIVATE}/{{dataset}}/source_manifest.tsv",
+        pseudonym_map=f"{PRIVATE}/{{dataset}}/pseudonym_map.json",
+    params:
+        source_dir=lambda wc: source_dicom_dir(wc.dataset),
+        source_state=index_source_state,
+        key=lambda wc: key_path(wc.dataset),
+        rules=ingest_params("axial_max_angle_deg", "localiser_image_types", "bone_image_types", "bone_kernel_pattern"),
+        code=code_fingerprint("dicom"),
+    log:
+        log_path("index"),
+    script:
+        "../scripts/index.py"
+
+
+rule export_series:
+    output:
+        directory(res("dicom/{scan}")),
+    params:
+        manifest=f"{PRIVATE}/{{dataset}}/source_manifest.tsv",
+        key=lambda wc: key_path(wc.dataset),
+        source_state=export_source_state,
+        code=code_fingerprint("dicom"),
+    log:
+        log_path("export_series/{scan}"),
+    group:
+        "per_scan"
+    script:
+        "../scripts/export_series.py"
+
+
+rule convert:
+    input:
+        dicom=res("dicom/{scan}"),
+    output:
+        nifti=directory(res("nifti/{scan}")),
+        status=res("qc/convert/{scan}.tsv"),
+    params:
+        rules=ingest_params("localiser_below", "review_below"),
+        code=code_fingerprint("convert"),
+    log:
+        log_path("convert/{scan}"),
+    group:
+        "per_scan"
+    script:
+        "../scripts/convert.py"
+
+
+checkpoint ingest_qc:
+    input:
+        unpack(review_input),
+        series=res("index/series.tsv"),
+        files=res("index/files.tsv"),
+        statuses=lambda wc: expand(res("qc/convert/{scan}.tsv"), dataset=wc.dataset, scan=candidate_scans(wc.dataset)),
+    output:
+        table=res("qc/ingest.tsv"),
+    params:
+        code=code_fingerprint("convert.exclusions"),
+    log:
+        log_path("ingest_qc"),
+    script:
+        "../scripts/ingest_qc.py"
+
+
+rule exclusions:
+    input:
+        ingest=res("qc/ingest.tsv"),
+    output:
+        table=res("qc/exclusions.tsv"),
+        markdown=report(res("tables/exclusions.md"), category="Data preparation", caption="../report/exclusions.rst"),
+    params:
+        code=code_fingerprint("convert.exclusions"),
+    log:
+        log_path("exclusions"),
+    script:
+        "../scripts/exclusions.py"
+
+
+rule labels:
+    input:
+        unpack(labels_input),
+        index=res("index/series.tsv"),
+    output:
+        res("labels.tsv"),
+    params:
+        raw=raw_labels_path,
+        key=lambda wc: key_path(wc.dataset),
+        code=code_fingerprint("dicom.labels"),
+    log:
+        log_path("labels"),
+    script:
+        "../scripts/labels.py"
