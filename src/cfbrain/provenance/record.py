@@ -23,6 +23,7 @@ TRACKED_LIBRARIES = (
 )
 REPO_ROOT = Path(cfbrain.__file__).resolve().parents[2]
 _CHUNK_BYTES = 1 << 20
+SNAKEMAKE_TIMESTAMP = ".snakemake_timestamp"  # Snakemake touches it inside directory outputs after the job
 
 
 def sha256_path(path: Path) -> dict[str, Any]:
@@ -32,7 +33,8 @@ def sha256_path(path: Path) -> dict[str, Any]:
     """
     path = Path(path)
     if path.is_dir():
-        files = [(p.relative_to(path).as_posix(), _sha256_file(p)) for p in sorted(path.rglob("*")) if p.is_file()]
+        files = [(p.relative_to(path).as_posix(), _sha256_file(p)) for p in sorted(path.rglob("*"))
+                 if p.is_file() and p.name != SNAKEMAKE_TIMESTAMP]
         combined = hashlib.sha256("\n".join(f"{k}\t{v}" for k, v in files).encode()).hexdigest()
         return {"sha256": combined, "kind": "directory", "n_files": len(files)}
     return {"sha256": _sha256_file(path), "kind": "file", "bytes": path.stat().st_size}

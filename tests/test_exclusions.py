@@ -1,0 +1,47 @@
+"""The ingest status table: every series accounted for, review overrides, Table 3.1 counts."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from cfbrain.convert.exclusions import apply_review, exclusion_counts_markdown, ingest_status
+
+SERIES = pd.DataFrame({"scan": ["a", "b", "c", "d"], "verdict": ["candidate", "candidate", "candidate", "excluded"],
+                       "reason": ["", "", "", "bone_kernel"], "detail": ["", "", "", "ConvolutionKernel H70h"]})
+FILES = pd.DataFrame({"file": ["F1", "F2"], "scan": ["", "a"], "status": ["excluded", "used"],
+                      "reason": ["truncated", ""], "detail": ["", ""]})
+CONVERTED = pd.DataFrame({"scan": ["a", "b", "c"], "stage": "convert", "status": ["kept", "needs_review", "excluded"],
+                          "reason": ["", "split_skull_review", "localiser"], "detail": ""})
+
+
+def test_every_series_has_one_row_and_counts_add_up():
+    table = ingest_status(SERIES, FILES, CONVERTED, None)
+    series = table[table.unit == "series"]
+    assert sorted(series.id) == ["a", "b", "c", "d"]
+    assert len(series) == (series.status == "kept").sum() + (series.status != "kept").sum()
+    assert table[table.unit == "file"].reason.tolist() == ["truncated"]
+
+
+def test_missing_conversion_status_is_a_bug_not_a_silent_drop():
+    with pytest.raises(ValueError, match="no conversion status"):
+        ingest_status(SERIES, FILES, CONVERTED.iloc[:2], None)
+
+
+def test_review_keeps_or_excludes_pending_series():
+    table = ingest_status(SERIES, FILES, CONVERTED, None)
+    kept = apply_review(table, pd.DataFrame({"scan": ["b"], "verdict": ["keep"], "note": ["one block"]}))
+    row = kept.set_index("id").loc["b"]
+    assert (row.status, row.stage) == ("kept", "review") and "one block" in row.detail
+    excluded = apply_review(table, pd.DataFrame({"scan": ["b"], "verdict": ["exclude"]}))
+    assert excluded.set_index("id").loc["b", "reason"] == "split_skull"
+    with pytest.raises(ValueError, match="not awaiting review"):
+        apply_review(table, pd.DataFrame({"scan": ["a"], "verdict": ["keep"]}))
+    with pytest.raises(ValueError, match="keep or exclude"):
+        apply_review(table, pd.DataFrame({"scan": ["b"], "verdict": ["maybe"]}))
+
+
+def test_markdown_counts_by_thesis_reason():
+    text = exclusion_counts_markdown(ingest_status(SERIES, FILES, CONVERTED, None), "demo")
+    assert "4 input series; 1 kept, 2 excluded, 1 awaiting review." in text
+    assert "| Bone reformats | 1 |" in text and "| Localisers | 1 |" in text
+    assert "| **Total** | **3** |" in text and "| truncated | 1 |" in text

@@ -1,0 +1,128 @@
+"""The tiny config through the ingest rules, checked against the synthetic cohort's ground truth."""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pydicom
+import pytest
+
+from cfbrain.dicom.pseudonymise import PseudonymKey
+from conftest import REPO
+
+pytestmark = pytest.mark.workflow
+DATASET = "tiny-ct"
+EXPECTED = {"kept": ("kept", ""), "bone": ("excluded", "bone_kernel"), "localiser": ("excluded", "localiser"),
+            "non_axial": ("excluded", "non_axial"), "split_review": ("needs_review", "split_skull_review")}
+
+
+def snakemake(workdir: Path, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env_extra or {})}
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--configfile", str(REPO / "config" / "tiny.yaml"), "--cores", "2", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def truth(tiny_run):
+    key = PseudonymKey.load(tiny_run / "private" / DATASET / "pseudonym.key")
+    series = pd.read_csv(tiny_run / "sources" / DATASET / "truth" / "series.tsv", sep="\t", dtype=str)
+    series["scan"] = [key.scan(p, s, e) for p, s, e in zip(series.patient_id, series.study_uid, series.series_uid)]
+    return series
+
+
+def test_every_planted_series_is_caught(tiny_run, truth):
+    table = pd.read_csv(tiny_run / "results" / DATASET / "qc" / "exclusions.tsv", sep="\t", keep_default_na=False)
+    series = table[table.unit == "series"].set_index("id")
+    assert len(series) == len(truth), "series in != kept + excluded"
+    for row in truth.itertuples():
+        got = tuple(series.loc[row.scan, ["status", "reason"]])
+        assert got == EXPECTED[row.expected], (row.kind, got)
+    assert set(truth.kind) >= {"axial", "bone", "localizer", "localizer_blank", "sagittal", "coronal", "mixed",
+                               "split_base", "split_vault", "bad_pose", "tilt", "uneven", "full_size"}
+
+
+def test_corrections_recorded_for_tilt_and_uneven_spacing(tiny_run, truth):
+    converted = {row.scan: pd.read_csv(tiny_run / "results" / DATASET / "qc" / "convert" / f"{row.scan}.tsv", sep="\t")
+                 for row in truth.itertuples() if row.kind in ("tilt", "uneven")}
+    corrections = {truth.set_index("scan").kind[scan]: table.correction.item() for scan, table in converted.items()}
+    assert corrections["tilt"] == "gantry_tilt_corrected"
+    assert corrections["uneven"] == "equidistant_resampled"
+
+
+def _phi_strings(source: Path) -> set[str]:
+    found = set()
+    for path in sorted((source / "dicom").rglob("*"))[::7]:
+        if not path.is_file():
+            continue
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        found |= {str(ds.PatientID), str(ds.PatientBirthDate), str(ds.InstitutionName), str(ds.AccessionNumber),
+                  str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)}
+        found |= {part for part in str(ds.PatientName).split("^") if len(part) > 3}
+    return {text for text in found if len(text) >= 4}
+
+
+def test_no_phi_under_results_or_in_logs(tiny_run):
+    phi = _phi_strings(tiny_run / "sources" / DATASET)
+    assert len(phi) > 20
+    files = [p for p in (tiny_run / "results").rglob("*") if p.is_file()]
+    files += [p for p in (tiny_run / ".snakemake" / "log").rglob("*") if p.is_file()]
+    for path in files:
+        blob = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        leaked = [text for text in phi if text.encode() in blob or text.encode() in str(path).encode()]
+        assert not leaked, f"{path.relative_to(tiny_run)} holds {leaked[:3]}"
+
+
+def test_labels_are_pseudonymised(tiny_run, truth):
+    labels = pd.read_csv(tiny_run / "results" / DATASET / "labels.tsv", sep="\t")
+    assert set(labels.patient) == {scan.split("_")[0] for scan in truth.scan}
+    assert {"lesion", "side", "territory", "size", "age", "timepoint"} <= set(labels.columns)
+
+
+def test_every_job_left_a_provenance_record(tiny_run, truth):
+    records = list((tiny_run / "results" / DATASET / "provenance").rglob("*.json"))
+    rules = {path.parent.name for path in records}
+    assert rules == {"synth_ct", "index", "export_series", "convert", "ingest_qc", "exclusions", "labels"}
+    candidates = pd.read_csv(tiny_run / "results" / DATASET / "index" / "series.tsv", sep="\t").verdict.eq("candidate").sum()
+    assert sum(path.parent.name == "convert" for path in records) == candidates
+
+
+def test_rerun_is_a_no_op(tiny_run):
+    result = snakemake(tiny_run, "--dry-run")
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_code_change_reruns_exactly_its_rules(tiny_run, tmp_path):
+    package = tmp_path / "src"
+    shutil.copytree(REPO / "src", package, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    with open(package / "cfbrain" / "convert" / "dcm2niix.py", "a") as handle:
+        handle.write("\n# a change to the conversion code\n")
+    result = snakemake(tiny_run, "--dry-run", env_extra={"PYTHONPATH": str(package)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = _job_counts(result.stdout)
+    candidates = pd.read_csv(tiny_run / "results" / DATASET / "index" / "series.tsv", sep="\t").verdict.eq("candidate").sum()
+    assert jobs == {"convert": candidates, "ingest_qc": 1, "exclusions": 1, "all": 1}, jobs
+
+
+def _job_counts(dry_run_output: str) -> dict[str, int]:
+    lines = dry_run_output.split("Job stats:")[1].splitlines()[3:]
+    counts = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
