@@ -7,7 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, EnhancedCTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 REPO = Path(__file__).resolve().parents[1]
 PYDICOM_TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -70,3 +70,42 @@ def write_series(folder: Path, n: int, *, study_uid=None, series_uid=None, prefi
 def key(tmp_path):
     from cfbrain.dicom.pseudonymise import PseudonymKey
     return PseudonymKey.load_or_create(tmp_path / "private" / "key")
+
+
+def enhanced_ct(path: Path, n_frames: int = 26, n_rows: int = 16) -> Path:
+    """A minimal Enhanced CT Image Storage object (one file, ``n_frames`` axial frames)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(path)])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = EnhancedCTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientName, ds.PatientID, ds.PatientAge = "CT", "ROE^RICHARD", "IST00077", "081Y"
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[str(path), "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[str(path), "series"])
+    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[str(path), "frame"])
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    ds.NumberOfFrames, ds.Rows, ds.Columns = n_frames, n_rows, n_rows
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    shared = Dataset()
+    orientation, measures, transform = Dataset(), Dataset(), Dataset()
+    orientation.ImageOrientationPatient = list(AXIAL)
+    measures.PixelSpacing, measures.SliceThickness = [1.0, 1.0], 5.0
+    transform.RescaleIntercept, transform.RescaleSlope, transform.RescaleType = -1024, 1, "HU"
+    shared.PlaneOrientationSequence, shared.PixelMeasuresSequence = [orientation], [measures]
+    shared.PixelValueTransformationSequence = [transform]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for i in range(n_frames):
+        item, position, content = Dataset(), Dataset(), Dataset()
+        position.ImagePositionPatient = [-8.0, -8.0, 5.0 * i]
+        content.DimensionIndexValues = [1, i + 1]
+        item.PlanePositionSequence, item.FrameContentSequence = [position], [content]
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    ds.PixelData = (np.random.default_rng(0).integers(0, 80, (n_frames, n_rows, n_rows)) + 1024).astype(np.int16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import nibabel as nib
 import pandas as pd
@@ -115,3 +116,23 @@ def test_dcm2niix_command_is_anonymising(tmp_path):
     command = dcm2niix_command(tmp_path / "in", tmp_path / "out", "image")
     assert command[1:] == ["-z", "y", "-b", "y", "-ba", "y", "-f", "image", "-o", str(tmp_path / "out"),
                            str(tmp_path / "in")]
+
+
+def test_enhanced_multiframe_and_rle_series_are_indexed_exported_and_converted(tmp_path, key):
+    from pydicom.uid import RLELossless
+
+    from cfbrain.dicom.index import index_source
+    from conftest import enhanced_ct
+    source = tmp_path / "source"
+    enhanced_ct(source / "ROE" / "enhanced.dcm")
+    for path in write_series(source / "DOE" / "rle", 26, n_rows=32):
+        ds = pydicom.dcmread(path)
+        ds.compress(RLELossless)
+        ds.save_as(path)
+    index = index_source(source, key)
+    assert index.series.verdict.tolist() == ["candidate", "candidate"]
+    for scan, rows in index.manifest.groupby("scan"):
+        exported = export_series([Path(p) for p in rows.sort_values("rank").path], tmp_path / "dicom" / scan, key)
+        status = convert_scan(scan, exported[0].parent, tmp_path / "nifti" / scan, tmp_path / f"{scan}.tsv",
+                              SliceCountRules())
+        assert (status["status"], status["n_slices"]) == ("kept", 26), status

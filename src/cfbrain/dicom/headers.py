@@ -16,6 +16,8 @@ DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 IMAGE_CLASSES = {"CT Image Storage": "ct", "Enhanced CT Image Storage": "enhanced_ct",
                  "Legacy Converted Enhanced CT Image Storage": "enhanced_ct",
                  "MR Image Storage": "mr", "Enhanced MR Image Storage": "enhanced_mr"}
+FUNCTIONAL_GROUP_SEQUENCES = {"ImageOrientationPatient": "PlaneOrientationSequence",
+                              "ImagePositionPatient": "PlanePositionSequence", "PixelSpacing": "PixelMeasuresSequence"}
 
 
 class UnusableFile(Exception):
@@ -134,11 +136,9 @@ def _read_dataset(path: Path) -> tuple[pydicom.Dataset, int]:
 
 
 def _header_from_dataset(ds: pydicom.Dataset, class_name: str) -> FileHeader:
-    orientation = _floats(ds, "ImageOrientationPatient", 6)
-    position = _floats(ds, "ImagePositionPatient", 3)
-    if orientation is None or position is None:
-        orientation, position = _functional_group_geometry(ds)
-    spacing = _floats(ds, "PixelSpacing", 2)
+    orientation = _geometry(ds, "ImageOrientationPatient", 6)
+    position = _geometry(ds, "ImagePositionPatient", 3)
+    spacing = _geometry(ds, "PixelSpacing", 2)
     missing = [k for k, v in (("ImageOrientationPatient", orientation), ("ImagePositionPatient", position),
                               ("PixelSpacing", spacing)) if v is None]
     return FileHeader(
@@ -155,18 +155,20 @@ def _header_from_dataset(ds: pydicom.Dataset, class_name: str) -> FileHeader:
     )
 
 
-def _functional_group_geometry(ds: pydicom.Dataset) -> tuple[tuple | None, tuple | None]:
-    """Orientation and first-frame position of an enhanced multi-frame object, if present."""
-    def first(sequence_keyword: str, attribute: str, n: int):
-        for group in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-            for item in ds.get(group, [])[:1]:
-                for sub in item.get(sequence_keyword, [])[:1]:
-                    values = _floats(sub, attribute, n)
-                    if values is not None:
-                        return values
-        return None
-    return (first("PlaneOrientationSequence", "ImageOrientationPatient", 6),
-            first("PlanePositionSequence", "ImagePositionPatient", 3))
+def _geometry(ds: pydicom.Dataset, keyword: str, n: int) -> tuple[float, ...] | None:
+    """A geometry attribute from the top level, else (enhanced multi-frame objects) from the first
+    shared or per-frame functional group item that has it."""
+    value = _floats(ds, keyword, n)
+    if value is not None:
+        return value
+    sequence = FUNCTIONAL_GROUP_SEQUENCES[keyword]
+    for group in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for item in ds.get(group, [])[:1]:
+            for sub in item.get(sequence, [])[:1]:
+                value = _floats(sub, keyword, n)
+                if value is not None:
+                    return value
+    return None
 
 
 def _check_pixel_bytes(path: Path, ds: pydicom.Dataset, header: FileHeader, header_end: int) -> None:
