@@ -5,7 +5,6 @@ import pytest
 import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
-from cfbrain.diffusion.ranges import from_diffusion_range, to_diffusion_range
 from cfbrain.diffusion.schedule import NoiseSchedule, reverse_pairs
 
 torch.set_num_threads(1)
@@ -164,10 +163,3 @@ def test_timesteps_and_pairs():
         schedule.timesteps(1000)
     with pytest.raises(ValueError):
         schedule.ddpm_step(torch.zeros(1), 10, 10, torch.zeros(1), None)
-
-
-def test_pixel_range_conversion_round_trips_and_clamps():
-    unit = torch.tensor([0.0, 0.25, 1.0])
-    torch.testing.assert_close(to_diffusion_range(unit), torch.tensor([-1.0, -0.5, 1.0]))
-    torch.testing.assert_close(from_diffusion_range(to_diffusion_range(unit)), unit)
-    torch.testing.assert_close(from_diffusion_range(torch.tensor([-1.2, 1.1])), torch.tensor([0.0, 1.0]))
