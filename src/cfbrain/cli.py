@@ -12,6 +12,36 @@ def _synth_ct(args: argparse.Namespace) -> None:
     print(f"synthetic CT cohort written to {args.out} (DICOM under dicom/, labels.tsv, truth/)")
 
 
+def _provenance_verify(args: argparse.Namespace) -> None:
+    from cfbrain.provenance.audit import verify
+    findings = verify(Path(args.results), Path(args.workdir))
+    for finding in findings:
+        print(f"{finding.problem}\t{finding.path}")
+    print(f"{len(findings)} problem(s) under {args.results}")
+    if findings:
+        raise SystemExit(1)
+
+
+def _provenance_trace(args: argparse.Namespace) -> None:
+    import json
+
+    from cfbrain.provenance.audit import to_prov_json, trace
+    chain = trace(Path(args.file), Path(args.results), Path(args.workdir))
+    if args.prov_json:
+        Path(args.prov_json).write_text(json.dumps(to_prov_json(chain), indent=1))
+    for record in chain:
+        data = record.data
+        print(f"{record.label}  {data['started']} -> {data['finished']}  cfbrain {data['cfbrain_version']} "
+              f"git {data['git']['commit'][:10]}{'+dirty' if data['git']['dirty'] else ''}")
+        for name, item in data["inputs"].items():
+            print(f"    in  {name}: {item['path']}  sha256 {item['sha256'][:16]}")
+        for name, item in data["outputs"].items():
+            print(f"    out {name}: {item['path']}  sha256 {item['sha256'][:16]}")
+        sources = data.get("extra", {}).get("sources", {})
+        if sources:
+            print(f"    from {len(sources)} source files: " + ", ".join(sorted(sources)[:3]) + (" ..." if len(sources) > 3 else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cfbrain", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -22,6 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--patients", type=int, default=60)
     ct.add_argument("--seed", type=int, default=0)
     ct.set_defaults(run=_synth_ct)
+    provenance = commands.add_parser("provenance", help="audit results against their provenance records")
+    audits = provenance.add_subparsers(dest="audit", required=True)
+    for name, run, help_text in (("verify", _provenance_verify, "list files that no longer match their record"),
+                                 ("trace", _provenance_trace, "print the chain of jobs that made FILE")):
+        sub = audits.add_parser(name, help=help_text)
+        if name == "trace":
+            sub.add_argument("file")
+            sub.add_argument("--prov-json", help="also write the chain as W3C PROV-JSON to this path")
+        sub.add_argument("--results", default="results", help="the workflow's results folder")
+        sub.add_argument("--workdir", default=".", help="the workflow's working directory (paths in records are relative to it)")
+        sub.set_defaults(run=run)
     return parser
 
 
@@ -29,3 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     args.run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -90,9 +90,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def _named(items: Any) -> dict[str, Any]:
-    """Snakemake Namedlist -> {name: value}, unnamed entries keyed by position."""
-    names = {id(v): k for k, v in items.items()} if hasattr(items, "items") else {}
-    return {names.get(id(v), str(i)): v for i, v in enumerate(items)}
+    """Snakemake Namedlist -> {name: value or list of values}; unnamed entries keyed by position."""
+    named = dict(items.items()) if hasattr(items, "items") else {}
+    spans = getattr(items, "_names", {})
+    in_named = {i for start, end in spans.values() for i in range(start, start + 1 if end is None else end)}
+    named.update({str(i): value for i, value in enumerate(items) if i not in in_named})
+    return named
 
 
 def job_record(*, rule: str, wildcards: Mapping[str, str], inputs: Mapping[str, Any],
