@@ -45,3 +45,17 @@ def test_markdown_counts_by_thesis_reason():
     assert "4 input series; 1 kept, 2 excluded, 1 awaiting review." in text
     assert "| Bone reformats | 1 |" in text and "| Localisers | 1 |" in text
     assert "| **Total** | **3** |" in text and "| truncated | 1 |" in text
+
+
+def test_later_stages_mark_kept_series_and_refuse_others():
+    from cfbrain.convert.exclusions import with_later_stages
+    table = ingest_status(SERIES, FILES, CONVERTED, None)
+    later = pd.DataFrame({"scan": ["a"], "stage": "registration_qc", "status": "excluded", "reason": "registration",
+                          "detail": "cluster 1"})
+    updated = with_later_stages(table, [later]).set_index("id")
+    assert tuple(updated.loc["a", ["stage", "status", "reason"]]) == ("registration_qc", "excluded", "registration")
+    assert len(updated) == len(table)
+    with pytest.raises(ValueError, match="did not keep"):
+        with_later_stages(table, [later.assign(scan="d")])
+    with pytest.raises(ValueError, match="did not keep"):
+        with_later_stages(table, [later, later])

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from cfbrain.provenance import code_fingerprint, job_record, sha256_path
-from cfbrain.provenance.fingerprint import PACKAGE_ROOT
+from cfbrain.provenance import job_record, script_fingerprint, sha256_path
+from cfbrain.provenance.fingerprint import PACKAGE_ROOT, module_closure
 from cfbrain.provenance.record import record_path
 
 
@@ -18,26 +18,32 @@ def package_copy(tmp_path):
     return copy
 
 
-def test_fingerprint_follows_only_the_named_code(package_copy):
-    dicom, convert = code_fingerprint("dicom", package_root=package_copy), code_fingerprint("convert", package_root=package_copy)
-    with open(package_copy / "convert" / "dcm2niix.py", "a") as handle:
+def _script(tmp_path, code):
+    path = tmp_path / "script.py"
+    path.write_text(code)
+    return path
+
+
+def _touch(path):
+    with open(path, "a") as handle:
         handle.write("\n# edited\n")
-    assert code_fingerprint("dicom", package_root=package_copy) == dicom
-    assert code_fingerprint("convert", package_root=package_copy) != convert
-    assert code_fingerprint("convert.exclusions", package_root=package_copy) == code_fingerprint(
-        "convert.exclusions", package_root=PACKAGE_ROOT)
 
 
-def test_fingerprint_includes_shared_provenance_code(package_copy):
-    before = code_fingerprint("dicom", package_root=package_copy)
-    with open(package_copy / "provenance" / "record.py", "a") as handle:
-        handle.write("\n# edited\n")
-    assert code_fingerprint("dicom", package_root=package_copy) != before
+def test_fingerprint_follows_the_import_closure(package_copy, tmp_path):
+    script = _script(tmp_path, "from cfbrain.convert.stage import convert_scan\n")
+    before = script_fingerprint(script, package_copy)
+    _touch(package_copy / "convert" / "exclusions.py")          # imported by convert.stage
+    after_dependency = script_fingerprint(script, package_copy)
+    assert after_dependency != before
+    _touch(package_copy / "dicom" / "labels.py")                # not reachable from convert.stage
+    assert script_fingerprint(script, package_copy) == after_dependency
 
 
-def test_fingerprint_rejects_unknown_modules():
-    with pytest.raises(ValueError, match="no module"):
-        code_fingerprint("no_such_stage")
+def test_closure_includes_parent_packages_and_relative_imports(package_copy):
+    (package_copy / "dicom" / "extra.py").write_text("from .pseudonymise import PseudonymKey\n")
+    closure = module_closure({"cfbrain.dicom.extra"}, package_copy)
+    assert {"cfbrain", "cfbrain.dicom", "cfbrain.dicom.pseudonymise"} <= closure
+    assert "cfbrain.dicom.pseudonymise.PseudonymKey" not in closure
 
 
 def test_directory_hash_is_content_and_name_based(tmp_path):

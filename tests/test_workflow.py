@@ -44,13 +44,26 @@ def truth(tiny_run):
     return series
 
 
-def test_every_planted_series_is_caught(tiny_run, truth):
-    table = pd.read_csv(tiny_run / "results" / DATASET / "qc" / "exclusions.tsv", sep="\t", keep_default_na=False)
+def test_every_planted_series_is_caught_at_ingest(tiny_run, truth):
+    table = pd.read_csv(tiny_run / "results" / DATASET / "qc" / "ingest.tsv", sep="\t", keep_default_na=False)
     series = table[table.unit == "series"].set_index("id")
     assert len(series) == len(truth), "series in != kept + excluded"
     for row in truth.itertuples():
         got = tuple(series.loc[row.scan, ["status", "reason"]])
         assert got == EXPECTED[row.expected], (row.kind, got)
+
+
+def test_registration_rejects_bad_poses_and_keeps_the_rest(tiny_run, truth):
+    table = pd.read_csv(tiny_run / "results" / DATASET / "qc" / "exclusions.tsv", sep="\t", keep_default_na=False)
+    series = table[table.unit == "series"].set_index("id")
+    assert len(series) == len(truth)
+    kept_at_ingest = truth[truth.expected == "kept"]
+    bad = kept_at_ingest[kept_at_ingest.kind == "bad_pose"]
+    good = kept_at_ingest[kept_at_ingest.kind != "bad_pose"]
+    assert len(bad) >= 1
+    assert (series.loc[bad.scan, "reason"] == "registration").all()
+    accepted = (series.loc[good.scan, "status"] == "kept").mean()
+    assert accepted >= 0.95, series.loc[good.scan, ["status", "reason"]]
     assert set(truth.kind) >= {"axial", "bone", "localizer", "localizer_blank", "sagittal", "coronal", "mixed",
                                "split_base", "split_vault", "bad_pose", "tilt", "uneven", "full_size"}
 
@@ -95,7 +108,9 @@ def test_labels_are_pseudonymised(tiny_run, truth):
 def test_every_job_left_a_provenance_record(tiny_run, truth):
     records = list((tiny_run / "results" / DATASET / "provenance").rglob("*.json"))
     rules = {path.parent.name for path in records}
-    assert rules == {"synth_ct", "index", "export_series", "convert", "ingest_qc", "exclusions", "labels"}
+    assert rules == {"synth_ct", "index", "export_series", "convert", "ingest_qc", "exclusions", "labels", "template",
+                     "register", "registration_qc", "truth_mask", "preprocess", "preprocess_qc", "splits",
+                     "preprocessing_montage"}
     candidates = pd.read_csv(tiny_run / "results" / DATASET / "index" / "series.tsv", sep="\t").verdict.eq("candidate").sum()
     assert sum(path.parent.name == "convert" for path in records) == candidates
 
@@ -108,13 +123,17 @@ def test_rerun_is_a_no_op(tiny_run):
 def test_code_change_reruns_exactly_its_rules(tiny_run, tmp_path):
     package = tmp_path / "src"
     shutil.copytree(REPO / "src", package, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    with open(package / "cfbrain" / "convert" / "dcm2niix.py", "a") as handle:
-        handle.write("\n# a change to the conversion code\n")
+    with open(package / "cfbrain" / "preprocess" / "figures.py", "a") as handle:
+        handle.write("\n# a change to the montage code\n")
     result = snakemake(tiny_run, "--dry-run", env_extra={"PYTHONPATH": str(package)})
     assert result.returncode == 0, result.stderr[-2000:]
-    jobs = _job_counts(result.stdout)
-    candidates = pd.read_csv(tiny_run / "results" / DATASET / "index" / "series.tsv", sep="\t").verdict.eq("candidate").sum()
-    assert jobs == {"convert": candidates, "ingest_qc": 1, "exclusions": 1, "all": 1}, jobs
+    assert _job_counts(result.stdout) == {"preprocessing_montage": 1, "all": 1}
+    with open(package / "cfbrain" / "preprocess" / "masks.py", "a") as handle:
+        handle.write("\n# a change to the brain-mask code\n")
+    result = snakemake(tiny_run, "--dry-run", env_extra={"PYTHONPATH": str(package)})
+    preprocessed = pd.read_csv(tiny_run / "results" / DATASET / "qc" / "preprocess.tsv", sep="\t").status.eq("kept").sum()
+    assert _job_counts(result.stdout) == {"preprocess": preprocessed, "preprocess_qc": 1, "splits": 1,
+                                          "preprocessing_montage": 1, "exclusions": 1, "all": 1}
 
 
 def _job_counts(dry_run_output: str) -> dict[str, int]:

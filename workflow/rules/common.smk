@@ -6,7 +6,7 @@ import pandas as pd
 from snakemake.utils import validate
 
 from cfbrain.dicom.index import files_state
-from cfbrain.provenance import code_fingerprint
+from cfbrain.provenance import script_fingerprint
 
 validate(config, workflow.source_path("../../config/schema.yaml"))
 
@@ -19,6 +19,11 @@ DATASETS = config["datasets"]
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9-]*",
     scan=r"P[0-9a-f]{10}_S[0-9a-f]{6}_E[0-9a-f]{6}",
+
+
+def script_code(name):
+    """Fingerprint of the cfbrain code a workflow script can run (ARCHITECTURE.md contract 3)."""
+    return script_fingerprint(Path(workflow.basedir) / "workflow" / "scripts" / name)
 
 
 def res(path):
@@ -119,7 +124,10 @@ def review_input(wildcards):
 def all_targets():
     targets = []
     for dataset in DATASETS:
-        targets += [f"{RESULTS}/{dataset}/tables/exclusions.md", f"{RESULTS}/{dataset}/qc/exclusions.tsv"]
+        root = f"{RESULTS}/{dataset}"
+        targets += [f"{root}/tables/exclusions.md", f"{root}/qc/exclusions.tsv", f"{root}/figures/registration_qc.png",
+                    f"{root}/figures/preprocessing_montage.png"]
+        targets += [f"{root}/splits/seed{seed}.tsv" for seed in config["splits"]["seeds"]]
         if has_labels(dataset):
-            targets.append(f"{RESULTS}/{dataset}/labels.tsv")
+            targets.append(f"{root}/labels.tsv")
     return targets

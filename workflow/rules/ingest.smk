@@ -15,7 +15,7 @@ checkpoint index:
         source_state=index_source_state,
         key=lambda wc: key_path(wc.dataset),
         rules=ingest_params("axial_max_angle_deg", "localiser_image_types", "bone_image_types", "bone_kernel_pattern"),
-        code=code_fingerprint("dicom"),
+        code=script_code("index.py"),
     log:
         log_path("index"),
     script:
@@ -29,7 +29,7 @@ rule export_series:
         manifest=f"{PRIVATE}/{{dataset}}/source_manifest.tsv",
         key=lambda wc: key_path(wc.dataset),
         source_state=export_source_state,
-        code=code_fingerprint("dicom"),
+        code=script_code("export_series.py"),
     log:
         log_path("export_series/{scan}"),
     group:
@@ -46,7 +46,7 @@ rule convert:
         status=res("qc/convert/{scan}.tsv"),
     params:
         rules=ingest_params("localiser_below", "review_below"),
-        code=code_fingerprint("convert"),
+        code=script_code("convert.py"),
     log:
         log_path("convert/{scan}"),
     group:
@@ -64,7 +64,7 @@ checkpoint ingest_qc:
     output:
         table=res("qc/ingest.tsv"),
     params:
-        code=code_fingerprint("convert.exclusions"),
+        code=script_code("ingest_qc.py"),
     log:
         log_path("ingest_qc"),
     script:
@@ -74,11 +74,13 @@ checkpoint ingest_qc:
 rule exclusions:
     input:
         ingest=res("qc/ingest.tsv"),
+        registration=res("qc/registration.tsv"),
+        preprocess=res("qc/preprocess.tsv"),
     output:
         table=res("qc/exclusions.tsv"),
         markdown=report(res("tables/exclusions.md"), category="Data preparation", caption="../report/exclusions.rst"),
     params:
-        code=code_fingerprint("convert.exclusions"),
+        code=script_code("exclusions.py"),
     log:
         log_path("exclusions"),
     script:
@@ -94,7 +96,7 @@ rule labels:
     params:
         raw=raw_labels_path,
         key=lambda wc: key_path(wc.dataset),
-        code=code_fingerprint("dicom.labels"),
+        code=script_code("labels.py"),
     log:
         log_path("labels"),
     script:

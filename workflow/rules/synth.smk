@@ -7,7 +7,8 @@ rule synth_ct:
     params:
         n_patients=lambda wc: source_config(wc.dataset)["n_patients"],
         seed=lambda wc: source_config(wc.dataset)["seed"],
-        code=code_fingerprint("synth"),
+        code=script_code("synth_ct.py"),
+    threads: 2
     log:
         log_path("synth_ct"),
     script:

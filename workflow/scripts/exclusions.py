@@ -2,11 +2,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from cfbrain.convert.exclusions import exclusion_counts_markdown
+from cfbrain.convert.exclusions import exclusion_counts_markdown, with_later_stages
 from cfbrain.provenance import snakemake_job
+from cfbrain.register.stage import registration_exclusions
 
 with snakemake_job(snakemake) as job:
-    table = pd.read_csv(snakemake.input.ingest, sep="\t", keep_default_na=False)
+    read = lambda path: pd.read_csv(path, sep="\t", keep_default_na=False)
+    preprocess = read(snakemake.input.preprocess)
+    table = with_later_stages(read(snakemake.input.ingest), [
+        registration_exclusions(read(snakemake.input.registration)),
+        preprocess[preprocess.status != "kept"],
+    ])
     table.to_csv(snakemake.output.table, sep="\t", index=False)
     Path(snakemake.output.markdown).parent.mkdir(parents=True, exist_ok=True)
     Path(snakemake.output.markdown).write_text(exclusion_counts_markdown(table, snakemake.wildcards.dataset))

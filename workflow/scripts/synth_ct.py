@@ -5,4 +5,5 @@ from cfbrain.synth.ct import SynthCTConfig, make_ct_cohort
 
 with snakemake_job(snakemake) as job:
     make_ct_cohort(Path(snakemake.output[0]), SynthCTConfig(n_patients=snakemake.params.n_patients,
-                                                            seed=snakemake.params.seed))
+                                                            seed=snakemake.params.seed,
+                                                            workers=snakemake.threads))

@@ -38,6 +38,7 @@ REASON_LABELS = {  # thesis 003 Table 3.1 wording where the thesis has the categ
     "split_skull_review": "Separated skull base/vault (awaiting review)",
     "split_skull": "Separated skull base/vault",
     "registration": "Poor patient positioning",
+    "registration_failed": "Registration failed to converge",
     "wrong_modality": "Not a CT image series",
     "missing_geometry": "Missing orientation/position tags",
     "conversion_failed": "dcm2niix conversion failed",
@@ -110,3 +111,19 @@ def exclusion_counts_markdown(table: pd.DataFrame, dataset: str) -> str:
         for reason, count in files.reason.value_counts().sort_index().items():
             lines.append(f"| {reason} | {count} |")
     return "\n".join(lines) + "\n"
+
+
+def with_later_stages(ingest: pd.DataFrame, later: list[pd.DataFrame]) -> pd.DataFrame:
+    """The ingest table with series excluded by later stages (rows: scan, stage, status, reason,
+    detail) marked as such, in stage order; still one row per input series. A later row for a
+    series that ingest did not keep is a bug."""
+    table = ingest.copy()
+    kept = set(table.loc[(table.unit == "series") & (table.status == "kept"), "id"])
+    for stage_rows in later:
+        for row in stage_rows.itertuples():
+            if row.scan not in kept:
+                raise ValueError(f"{row.stage} excluded {row.scan}, which ingest did not keep")
+            mask = (table.unit == "series") & (table.id == row.scan)
+            table.loc[mask, ["stage", "status", "reason", "detail"]] = [row.stage, row.status, row.reason, row.detail]
+            kept.discard(row.scan)
+    return table

@@ -236,3 +236,9 @@ def _age_years(ds: pydicom.Dataset) -> float | None:
                 dt.date(int(birth[:4]), int(birth[4:6]), int(birth[6:]))).days
         return days / 365.25
     return None
+
+
+def exported_series_age(dicom_dir: Path) -> float | None:
+    """Age in years of an exported (de-identified, age-retaining) series, from its first instance."""
+    first = min(Path(dicom_dir).glob("*.dcm"))
+    return _age_years(pydicom.dcmread(first, stop_before_pixels=True))

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 
 import pandas as pd
 
@@ -35,3 +37,21 @@ def pseudonymise_labels(raw: pd.DataFrame, key: PseudonymKey) -> pd.DataFrame:
     if "side" in out and not out.side.fillna("none").isin(SIDES).all():
         raise ValueError(f"labels: side must be one of {sorted(SIDES)}")
     return out.sort_values(list(out.columns[:2]), ignore_index=True)
+
+
+def import_truth_mask(truth_series_tsv: Path, masks_dir: Path, scan: str, key: PseudonymKey, out_path: Path) -> bool:
+    """Copy a synthetic cohort's ground-truth lesion mask of ``scan`` to ``out_path`` (pseudonymous name).
+
+    The cohort keys its masks by raw SeriesInstanceUID; the scan is found by recomputing each
+    series' pseudonym with ``key``. Returns False (and writes nothing) when the series has no mask.
+    """
+    series = pd.read_csv(truth_series_tsv, sep="\t", dtype=str)
+    match = [row for row in series.itertuples() if key.scan(row.patient_id, row.study_uid, row.series_uid) == scan]
+    if len(match) != 1:
+        raise KeyError(f"scan {scan} matches {len(match)} series of the synthetic truth table")
+    source = Path(masks_dir) / f"{match[0].series_uid}.nii.gz"
+    if not source.exists():
+        return False
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, out_path)
+    return True

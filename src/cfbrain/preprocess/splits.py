@@ -93,3 +93,20 @@ def patient_splits(table: pd.DataFrame, seed: int, fractions=(0.7, 0.15, 0.15), 
     result = pd.concat(rows).sort_values(patient_col, kind="stable").reset_index(drop=True)
     log.info("splits (seed %d): %s", seed, result["split"].value_counts().reindex(names).to_dict())
     return result
+
+
+def scan_splits(scans: list[str], labels: pd.DataFrame | None, seed: int,
+                fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> pd.DataFrame:
+    """Train/val/test split of scans ``P…_S…_E…`` by patient, stratified by lesion presence when
+    ``labels`` (pseudonymised: patient, study, lesion) has it. Returns scan, patient, study, lesion, split."""
+    table = pd.DataFrame({"scan": sorted(scans)})
+    table["patient"] = table.scan.str.split("_").str[0]
+    table["study"] = table.scan.str.split("_").str[1]
+    stratify = None
+    if labels is not None and {"study", "lesion"} <= set(labels.columns):
+        table = table.merge(labels[["patient", "study", "lesion"]], on=["patient", "study"], how="left")
+        stratify = "lesion"
+    if table.empty:
+        return table.assign(split=pd.Series(dtype=str))
+    splits = patient_splits(table, seed, fractions, stratify=stratify)
+    return table.merge(splits[["patient", "split"]], on="patient", how="left")
