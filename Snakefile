@@ -13,6 +13,7 @@ include: "workflow/rules/synth.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/register.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/classify.smk"
 
 
 rule all:

@@ -32,7 +32,7 @@ def test_targets():
 def test_inverse_frequency_weights():
     weights = inverse_frequency_weights([0, 0, 0, 1], 3)
     assert torch.allclose(weights, torch.tensor([4 / 6, 4 / 2, 0.0]))
-    per_class = ClassWeights.from_labels(["none", "none", "left", "left", "left", "both"])
+    per_class = ClassWeights.from_labels(["none", "none", "left", "left", "left", "both"], flip_augmented=False)
     assert torch.allclose(per_class.presence, torch.tensor([6 / 4, 6 / 8]))
     assert torch.allclose(per_class.side, torch.tensor([4 / 6, 0.0, 4 / 2]))
     # hemispheres [right, left]: none x2 -> 4 absent; left x3 -> 3 absent 3 present; both -> 2 present

@@ -129,5 +129,5 @@ def all_targets():
                     f"{root}/figures/preprocessing_montage.png"]
         targets += [f"{root}/splits/seed{seed}.tsv" for seed in config["splits"]["seeds"]]
         if has_labels(dataset):
-            targets.append(f"{root}/labels.tsv")
+            targets += [f"{root}/labels.tsv", f"{root}/tables/classification.md"]
     return targets

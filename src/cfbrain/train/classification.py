@@ -16,6 +16,7 @@ from torch import nn
 
 from cfbrain.metrics.classification import FOUR_CLASSES, class_indices
 from cfbrain.models.mtl_cnn import HEMISPHERES, SIDE_CLASSES, MultiTaskHemisphereCNN, predict_four_class
+from cfbrain.train.augment import SIDE_SWAP
 from cfbrain.train.config import Phase
 
 PHASE_LRS = (1e-3, 1e-4, 1e-5)
@@ -61,9 +62,17 @@ class ClassWeights:
     four_class: torch.Tensor
 
     @classmethod
-    def from_labels(cls, labels: Iterable) -> ClassWeights:
-        """From the training labels (class indices or names)."""
-        labels = torch.from_numpy(class_indices(labels))
+    def from_labels(cls, labels: Iterable, flip_augmented: bool = True) -> ClassWeights:
+        """From the training labels (class indices or names).
+
+        With ``flip_augmented`` the labels are counted together with their left-right flips: random
+        flips make left and right equally frequent in training, and a side seen only after a flip
+        would otherwise have weight 0 and turn a batch's weighted loss into 0/0.
+        """
+        labels = class_indices(labels)
+        if flip_augmented:
+            labels = np.concatenate([labels, np.asarray(SIDE_SWAP)[labels]])
+        labels = torch.from_numpy(labels)
         positive = labels[labels != FOUR_CLASSES.index("none")]
         return cls(presence=inverse_frequency_weights(presence_targets(labels).long().tolist(), 2),
                    side=inverse_frequency_weights(side_targets(positive).tolist(), len(SIDE_CLASSES)),
