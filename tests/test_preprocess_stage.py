@@ -16,3 +16,14 @@ def test_scan_splits_keep_patients_whole_and_follow_labels():
     assert table.equals(scan_splits(list(reversed(scans)), labels, seed=0))
     assert not table.equals(scan_splits(scans, labels, seed=1))
     assert "lesion" not in scan_splits(scans, None, seed=0).columns
+
+
+def test_montage_of_no_scans_says_so(tmp_path):
+    from cfbrain.preprocess.figures import preprocessing_montage
+    preprocessing_montage(tmp_path / "m.png", [])
+    assert (tmp_path / "m.png").stat().st_size > 0
+
+
+def test_no_scans_give_an_empty_split_table():
+    table = scan_splits([], None, seed=0)
+    assert table.empty and {"scan", "patient", "split"} <= set(table.columns)

@@ -190,3 +190,9 @@ def test_montage(tmp_path, cohort_qc):
     mismatched = save_nifti(np.zeros((10, 10, 8)), affine, tmp_path / "small.nii.gz")
     with pytest.raises(ValueError, match="grid"):
         plot_registration_montage([(pairs[0][0], mismatched)], tmp_path / "bad.png")
+
+
+def test_no_successful_registration_gives_an_empty_table_not_a_crash(tmp_path):
+    qc = registration_qc(load_linear_parts([], [], []), [])
+    assert qc.scans.empty and qc.method == "per_scan"
+    assert plot_pca_clusters(qc, tmp_path / "qc.png").exists()

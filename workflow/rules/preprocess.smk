@@ -49,11 +49,11 @@ checkpoint preprocess_qc:
     output:
         table=res("qc/preprocess.tsv"),
     params:
-        code=script_code("concat_tables.py"),
+        code=script_code("preprocess_qc.py"),
     log:
         log_path("preprocess_qc"),
     script:
-        "../scripts/concat_tables.py"
+        "../scripts/preprocess_qc.py"
 
 
 def preprocessed_scans(dataset):

@@ -48,6 +48,12 @@ def preprocessing_montage(path: str | Path, scans: Sequence[tuple[str, str | Pat
     shown is the tensor's middle slice and the raw slice it came from.
     Writes a PNG (or whatever ``path``'s suffix says) at 110 dpi.
     """
+    if not scans:
+        figure = Figure(figsize=(6.0, 1.5))
+        FigureCanvasAgg(figure)
+        figure.text(0.5, 0.5, "no scan passed preprocessing: see qc/exclusions.tsv", ha="center", va="center")
+        figure.savefig(path, dpi=110)
+        return
     figure = Figure(figsize=(11.0, 3.4 * len(scans)), layout="constrained")
     FigureCanvasAgg(figure)
     axes = np.atleast_2d(figure.subplots(len(scans), 3, squeeze=False))

@@ -99,7 +99,7 @@ def scan_splits(scans: list[str], labels: pd.DataFrame | None, seed: int,
                 fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> pd.DataFrame:
     """Train/val/test split of scans ``P…_S…_E…`` by patient, stratified by lesion presence when
     ``labels`` (pseudonymised: patient, study, lesion) has it. Returns scan, patient, study, lesion, split."""
-    table = pd.DataFrame({"scan": sorted(scans)})
+    table = pd.DataFrame({"scan": pd.Series(sorted(scans), dtype=str)})
     table["patient"] = table.scan.str.split("_").str[0]
     table["study"] = table.scan.str.split("_").str[1]
     stratify = None

@@ -83,7 +83,8 @@ class RegistrationQC:
 def load_linear_parts(matrix_paths, template_paths, ct_paths) -> np.ndarray:
     """(n, 3, 3) linear parts of the template world RAS -> CT world RAS affines of FLIRT
     ``.mat`` files (each with its own template and CT)."""
-    return np.stack([read_template_to_ct(m, t, c)[:3, :3] for m, t, c in zip(matrix_paths, template_paths, ct_paths)])
+    parts = [read_template_to_ct(m, t, c)[:3, :3] for m, t, c in zip(matrix_paths, template_paths, ct_paths)]
+    return np.stack(parts) if parts else np.empty((0, 3, 3))
 
 
 def decompose_linear(linear: np.ndarray) -> pd.DataFrame:

@@ -1,0 +1,597 @@
+"""Deterministic synthetic T1 MRI cohort: healthy, stroke-like and tumour-like brains, each lesion with its
+healthy counterpart and the ground-truth indirect effect (thesis 000, MedEdit, on data with known answers).
+
+``make_mri_cohort(out_dir, SynthMRIConfig())`` writes two datasets on the MNI152 2009a 2 mm grid
+(99 x 117 x 95 voxels, RAS storage, nilearn's affine; the ATLAS v2.0 1 mm grid subsampled by 2)::
+
+    subjects.tsv                                   one row per subject (SUBJECT_COLUMNS below)
+    atlas/sub-sNNN/ses-1/anat/                     "stroke" dataset, ATLAS v2.0 BIDS names
+        sub-sNNN_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz
+        sub-sNNN_ses-1_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.gz   (all 0 if healthy)
+        sub-sNNN_ses-1_space-MNI152NLin2009aSym_desc-brain_mask.nii.gz
+    brats/BraTS-GLI-NNNNN-000/                     "tumour" dataset, BraTS 2023 names
+        BraTS-GLI-NNNNN-000-t1c.nii.gz
+        BraTS-GLI-NNNNN-000-seg.nii.gz             1 necrotic core, 2 oedema, 3 enhancing rim (all 0 if healthy)
+        BraTS-GLI-NNNNN-000-brain.nii.gz
+    truth/{scan}/                                  lesioned scans only
+        healthy_T1w.nii.gz                         the same subject without lesion and deformation
+        healthy_brain_mask.nii.gz
+        displacement_mm.nii.gz                     (X, Y, Z, 3) float32: u in RAS mm
+        displacement_magnitude_mm.nii.gz           |u| in mm
+
+``preprocess.mri.find_atlas_pairs(out/"atlas")`` and ``find_brats_pairs(out/"brats")`` read the two
+datasets; :func:`find_synthetic_pairs` adds the brain-mask column and :func:`slice_spec` gives the
+axial slice to take (index 47 of 95 counted from inferior, z = 22 mm MNI: the 2 mm counterpart of ATLAS
+slice 95, through the bodies of the lateral ventricles). Lesion centres are drawn within
+``lesion_slice_window_mm`` of that plane so nearly every lesion shows on the slice
+(``slice_lesion_pixels`` in subjects.tsv counts it).
+
+Image model. Intensities are T1-like on a scale where white matter is about 0.84 (the template's T1 inside
+the brain; fixed values for extra-cerebral CSF, skull, marrow and scalp fat outside). Every subject has a
+small pose (the residual of a registration to MNI: rotation, shift, isotropic scale), mild global atrophy
+(bilateral ventricular enlargement by ``atrophy_mm``), a smooth multiplicative bias field and Rician noise.
+With ``H`` the subject's noise-free healthy anatomy on the output grid, ``b`` the bias and ``n1, n2`` the
+noise, the images are
+
+    healthy  h(x) = | b(x) H(x) + n1(x) + i n2(x) |
+    lesioned y(x) = | b(x) [ (1 - l(x)) H(x + u(x)) + lesion intensities ] + n1(x) + i n2(x) |
+
+with the same ``b, n1, n2``: outside the lesion ``l`` and the support of the displacement ``u`` the two
+images are identical, so ``y - h`` is exactly the pathology's direct plus indirect effect.
+``u`` (backward displacement: the lesioned image at ``x`` shows the healthy anatomy at ``x + u(x)``) is a
+sum of smooth terms, each the normalised gradient of a Gaussian-blurred indicator (truncated at 3 sigma, so
+the field is exactly zero away from the structures), scaled in mm, times a brain weight that is zero outside
+the brain (skull and scalp never move):
+
+* stroke: local atrophy, tissue pulled towards the infarct (``-grad G*lesion``), and ex-vacuo enlargement
+  of the ipsilateral lateral ventricle (``+grad G*ventricle``); the infarct itself is T1-hypointense;
+* tumour: mass effect pushing tissue away (``+grad G*tumour``), compression of the ipsilateral ventricle
+  (``-grad G*ventricle``) and a midline shift (a compact lateral bump between tumour and midline); the
+  lesion has a dark necrotic core, a bright enhancing rim and a mildly hypointense oedema.
+
+Amplitudes are drawn from the config ranges (given for a 20 ml lesion) and scaled by the cube root of the
+lesion volume over 20 ml. Every draw comes from ``numpy`` generators seeded by (seed, purpose, index).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import multiprocessing
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from cfbrain.preprocess.geometry import resize_planes
+from cfbrain.preprocess.mri import (MRISliceSpec, centre_crop_or_pad, find_atlas_pairs, find_brats_pairs)
+from cfbrain.preprocess.npz import read_npz, write_npz
+from cfbrain.preprocess.splits import patient_splits
+from cfbrain.preprocess.volume import load_volume
+from cfbrain.synth import anatomy
+from cfbrain.synth.anatomy import HeadModel, Region
+
+log = logging.getLogger(__name__)
+
+KINDS = ("healthy", "stroke", "tumour")
+DATASETS = {"stroke": "atlas", "tumour": "brats"}
+"""Dataset name -> folder under the cohort root (its layout follows ATLAS v2.0 / BraTS 2023)."""
+SLICE_INDEX = 47
+SLICE_Z_MM = 22.0
+"""Axial slice (from inferior) of the 2 mm grid that :func:`slice_spec` takes, and its MNI z."""
+TEMPLATE_RESOLUTION_MM = 2
+ATLAS_SPACE = "space-MNI152NLin2009aSym"
+TRUTH_FILES = {
+    "healthy": "healthy_T1w.nii.gz",
+    "healthy_brain_mask": "healthy_brain_mask.nii.gz",
+    "displacement": "displacement_mm.nii.gz",
+    "displacement_magnitude": "displacement_magnitude_mm.nii.gz",
+}
+SUBJECT_COLUMNS = [
+    "subject", "dataset", "scan", "kind", "split", "territory", "side", "lesion_ml", "slice_lesion_pixels",
+    "max_displacement_mm", "atrophy_mm", "noise_sigma", "rot_x_deg", "rot_y_deg", "rot_z_deg",
+    "shift_x_mm", "shift_y_mm", "shift_z_mm", "scale", "image", "lesion_mask", "brain_mask",
+    *TRUTH_FILES,
+]
+"""subjects.tsv: paths are relative to the cohort root (truth paths empty for healthy subjects)."""
+BRATS_LABELS = {"core": 1, "oedema": 2, "rim": 3}
+"""BraTS 2023 label of each tumour compartment (NCR 1, ED 2, ET 3)."""
+TRUTH_SLICES_FORMAT = "cfbrain-mri-truth/1"
+
+_INTENSITY = {"outer_csf": 0.12, "skull": 0.06, "marrow": 0.45, "scalp": 0.95}
+_LESION_CSF = 0.22
+_TUMOUR_INTENSITY = {"core": 0.22, "rim": 1.02, "oedema": 0.58}
+_HEAD_CENTRE_MM = np.array([0.0, -17.0, 5.0])
+_REFERENCE_LESION_ML = 20.0
+_EDGE_MM = 2.0
+_STROKE_RADIUS_MM = 10.0
+_STROKE_NOISE_WEIGHT = 0.5
+_STROKE_NOISE_SIGMA_MM = 3.0
+_STROKE_MAX_TERRITORY_FILL = 0.6
+_PULL_SIGMA_MM = 5.0
+_VENTRICLE_SIGMA_MM = 4.0
+_MIDLINE_SIGMA_MM = 14.0
+_BRAIN_WEIGHT_EROSION = 3
+_FIELD_TRUNCATE = 3.0
+_QUANTUM = 1e-3
+"""Images are stored as int16 with this scale slope."""
+
+
+@dataclass(frozen=True)
+class SynthMRIConfig:
+    """Cohort size, randomness and the ranges every per-subject quantity is drawn from (uniform).
+
+    Healthy subjects are shared out between the two datasets (the stroke dataset gets the extra one).
+    ``split_fractions`` (train, val, test) are applied per dataset, stratified by kind
+    (:func:`cfbrain.preprocess.splits.patient_splits`). Ranges of deformation amplitudes (mm) are for a
+    20 ml lesion (scaled by the cube root of the volume); ``stroke_volume_ml`` is drawn log-uniformly;
+    ``noise_sigma`` is the Rician sigma in image units (white matter ~0.84); ``bias_amplitude`` the largest
+    log-gain of the bias field; ``workers`` > 1 renders subjects in forked processes (identical output).
+    """
+
+    n_healthy: int = 20
+    n_stroke: int = 20
+    n_tumour: int = 20
+    seed: int = 0
+    workers: int = 1
+    split_fractions: tuple[float, float, float] = (0.6, 0.1, 0.3)
+    max_rotation_deg: float = 3.0
+    max_shift_mm: float = 3.0
+    scale_range: tuple[float, float] = (0.95, 1.05)
+    noise_sigma: tuple[float, float] = (0.01, 0.025)
+    bias_amplitude: float = 0.1
+    atrophy_mm: tuple[float, float] = (0.0, 2.0)
+    lesion_slice_window_mm: float = 6.0
+    stroke_territory_probs: dict[str, float] = field(
+        default_factory=lambda: {"MCA": 0.7, "PCA": 0.15, "ACA": 0.15})
+    stroke_volume_ml: tuple[float, float] = (3.0, 40.0)
+    stroke_contrast: tuple[float, float] = (0.6, 0.95)
+    stroke_pull_mm: tuple[float, float] = (1.5, 3.0)
+    stroke_ventricle_mm: tuple[float, float] = (2.0, 4.0)
+    tumour_radius_mm: tuple[float, float] = (7.0, 15.0)
+    tumour_rim_mm: tuple[float, float] = (2.5, 4.0)
+    tumour_oedema_mm: tuple[float, float] = (2.0, 8.0)
+    tumour_push_mm: tuple[float, float] = (2.5, 5.0)
+    tumour_ventricle_mm: tuple[float, float] = (1.0, 2.5)
+    tumour_midline_mm: tuple[float, float] = (1.0, 3.0)
+
+    def __post_init__(self) -> None:
+        if min(self.n_healthy, self.n_stroke, self.n_tumour) < 0:
+            raise ValueError("subject counts must be >= 0")
+
+
+# --------------------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Small rigid + scale residual of a registration to MNI: output RAS mm -> template RAS mm is the inverse
+    of ``r = shift + c + R scale (t - c)`` with c the head centre and R from ``rot_deg`` (x, y, z)."""
+
+    rot_deg: tuple[float, float, float]
+    shift_mm: tuple[float, float, float]
+    scale: float
+
+    def template_from_output_mm(self) -> np.ndarray:
+        """(4, 4) output RAS mm -> template RAS mm."""
+        forward = np.eye(4)
+        forward[:3, :3] = anatomy.rotation_matrix(self.rot_deg) * self.scale
+        forward[:3, 3] = np.asarray(self.shift_mm) + _HEAD_CENTRE_MM - forward[:3, :3] @ _HEAD_CENTRE_MM
+        return np.linalg.inv(forward)
+
+
+@dataclass(frozen=True)
+class StrokePlan:
+    """Infarct in a territory: volume, centre (template voxel of the padded grid), hypointensity (fraction
+    of the way to CSF), local-atrophy pull and ipsilateral ventricle enlargement (mm)."""
+
+    territory: str
+    hemisphere: str
+    volume_ml: float
+    centre_voxel: tuple[int, int, int]
+    contrast: float
+    pull_mm: float
+    ventricle_mm: float
+
+
+@dataclass(frozen=True)
+class TumourPlan:
+    """Ring-enhancing tumour: centre (template voxel), radii (mm) of enhancing tumour, rim and oedema,
+    and the mass-effect amplitudes (mm)."""
+
+    hemisphere: str
+    centre_voxel: tuple[int, int, int]
+    radius_mm: float
+    rim_mm: float
+    oedema_mm: float
+    push_mm: float
+    ventricle_mm: float
+    midline_mm: float
+
+
+@dataclass(frozen=True)
+class SubjectPlan:
+    """Everything drawn for one subject (no images)."""
+
+    index: int
+    subject: str
+    dataset: str
+    kind: str
+    placement: Placement
+    noise_sigma: float
+    bias: tuple[tuple[float, ...], ...]
+    atrophy_mm: float
+    lesion: StrokePlan | TumourPlan | None
+
+    @property
+    def scan(self) -> str:
+        """Name the dataset's discovery function gives the scan (``find_atlas_pairs`` / ``find_brats_pairs``)."""
+        if self.dataset == "stroke":
+            return f"sub-{self.subject}_ses-1"
+        return f"BraTS-GLI-{self.index + 1:05d}-000"
+
+
+def _rng(seed: int, purpose: str, *indices: int) -> np.random.Generator:
+    """Independent generator for (cohort seed, purpose, indices)."""
+    return np.random.default_rng([seed, zlib.crc32(purpose.encode()), *indices])
+
+
+def plan_mri_cohort(cfg: SynthMRIConfig, model: HeadModel | None = None) -> list[SubjectPlan]:
+    """Draw every subject's kind, dataset, placement, scanner effects and lesion (no images)."""
+    model = model or anatomy.load_head_model(TEMPLATE_RESOLUTION_MM)
+    n_healthy_stroke = (cfg.n_healthy + 1) // 2
+    roles = ([("stroke", "healthy")] * n_healthy_stroke + [("tumour", "healthy")] * (cfg.n_healthy - n_healthy_stroke)
+             + [("stroke", "stroke")] * cfg.n_stroke + [("tumour", "tumour")] * cfg.n_tumour)
+    plans = []
+    for index, (dataset, kind) in enumerate(roles):
+        rng = _rng(cfg.seed, "subject", index)
+        rotation = tuple(float(v) for v in rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg, 3))
+        shift = tuple(float(v) for v in rng.uniform(-cfg.max_shift_mm, cfg.max_shift_mm, 3))
+        placement = Placement(rotation, shift, float(rng.uniform(*cfg.scale_range)))
+        bias = tuple(tuple(float(v) for v in row) for row in np.column_stack(
+            [rng.normal(0, 2.0, (4, 3)), rng.uniform(0, 2 * np.pi, 4), rng.uniform(-1, 1, 4)]))
+        lesion_rng = _rng(cfg.seed, kind, index)
+        lesion = {"healthy": lambda: None, "stroke": lambda: _plan_stroke(cfg, model, lesion_rng),
+                  "tumour": lambda: _plan_tumour(cfg, model, lesion_rng)}[kind]()
+        plans.append(SubjectPlan(
+            index=index, subject=f"s{index + 1:03d}", dataset=dataset, kind=kind, placement=placement,
+            noise_sigma=float(rng.uniform(*cfg.noise_sigma)), bias=bias,
+            atrophy_mm=float(rng.uniform(*cfg.atrophy_mm)), lesion=lesion,
+        ))
+    return plans
+
+
+def _size_factor(volume_ml: float) -> float:
+    return float(np.cbrt(volume_ml / _REFERENCE_LESION_ML))
+
+
+def _near_slice(model: HeadModel, window_mm: float) -> np.ndarray:
+    """(1, 1, Z) bool: template planes within ``window_mm`` of the slice plane."""
+    _, _, z = anatomy.grid_axes_mm(model)
+    return np.abs(z - SLICE_Z_MM) <= window_mm
+
+
+def _plan_stroke(cfg: SynthMRIConfig, model: HeadModel, rng: np.random.Generator) -> StrokePlan:
+    """Territory, side, log-uniform volume and a deep territory voxel near the slice plane as centre."""
+    territories = list(cfg.stroke_territory_probs)
+    weights = np.array([cfg.stroke_territory_probs[t] for t in territories], float)
+    territory = territories[rng.choice(len(territories), p=weights / weights.sum())]
+    hemisphere = anatomy.HEMISPHERES[rng.integers(2)]
+    volume = float(np.exp(rng.uniform(*np.log(cfg.stroke_volume_ml))))
+    region = anatomy.territory_regions(model)[territory, hemisphere]
+    depth = ndimage.distance_transform_edt(region.values)
+    near = _near_slice(model, cfg.lesion_slice_window_mm)[..., region.offset[2]:region.offset[2] + depth.shape[2]]
+    deep = (depth >= 0.3 * depth.max()) & near
+    candidates = np.argwhere(deep if deep.any() else region.values & near)
+    centre = candidates[rng.integers(len(candidates))] + np.asarray(region.offset)
+    factor = _size_factor(volume)
+    return StrokePlan(
+        territory=territory, hemisphere=hemisphere, volume_ml=volume,
+        centre_voxel=tuple(int(v) for v in centre), contrast=float(rng.uniform(*cfg.stroke_contrast)),
+        pull_mm=float(rng.uniform(*cfg.stroke_pull_mm)) * factor,
+        ventricle_mm=float(rng.uniform(*cfg.stroke_ventricle_mm)) * factor,
+    )
+
+
+def _plan_tumour(cfg: SynthMRIConfig, model: HeadModel, rng: np.random.Generator) -> TumourPlan:
+    """Side, radii, and a white-matter centre near the slice plane, deep enough for the whole tumour."""
+    hemisphere = anatomy.HEMISPHERES[rng.integers(2)]
+    radius = float(rng.uniform(*cfg.tumour_radius_mm))
+    rim = min(float(rng.uniform(*cfg.tumour_rim_mm)), 0.6 * radius)
+    oedema = float(rng.uniform(*cfg.tumour_oedema_mm))
+    x, _, _ = anatomy.grid_axes_mm(model)
+    depth_mm = _brain_depth_mm(model)
+    side = 1.0 if hemisphere == "right" else -1.0
+    allowed = ((model.labels == anatomy.TISSUE_WM) & (x * side >= 12.0) & _near_slice(model, cfg.lesion_slice_window_mm)
+               & ~_ventricles(model))
+    for margin in (radius + oedema + 4.0, radius + 4.0, radius):
+        candidates = np.argwhere(allowed & (depth_mm >= margin))
+        if len(candidates):
+            break
+    else:
+        candidates = np.argwhere(allowed)
+    centre = candidates[rng.integers(len(candidates))]
+    volume = 4.0 / 3.0 * np.pi * (radius + oedema) ** 3 / 1000.0
+    factor = _size_factor(volume)
+    return TumourPlan(
+        hemisphere=hemisphere, centre_voxel=tuple(int(v) for v in centre), radius_mm=radius, rim_mm=rim,
+        oedema_mm=oedema, push_mm=float(rng.uniform(*cfg.tumour_push_mm)) * factor,
+        ventricle_mm=float(rng.uniform(*cfg.tumour_ventricle_mm)) * factor,
+        midline_mm=float(rng.uniform(*cfg.tumour_midline_mm)) * factor,
+    )
+
+
+# --------------------------------------------------------------------------- template-space maps
+
+
+@functools.lru_cache(maxsize=2)
+def _brain_depth_mm(model: HeadModel) -> np.ndarray:
+    """(X, Y, Z) float32 distance (mm) of brain voxels to the outside of the brain."""
+    return ndimage.distance_transform_edt(model.brain, sampling=model.voxel_mm).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def _ventricles(model: HeadModel) -> np.ndarray:
+    """(X, Y, Z) bool lateral (and third) ventricles: the two largest deep CSF components near the centre."""
+    x, y, z = anatomy.grid_axes_mm(model)
+    csf = (model.labels == anatomy.TISSUE_CSF) & model.brain
+    box = (np.abs(x) < 30.0) & (y > -50.0) & (y < 35.0) & (z > -5.0) & (z < 35.0)
+    labels, n = ndimage.label(csf & box & (_brain_depth_mm(model) > 12.0))
+    sizes = np.bincount(labels.ravel())[1:]
+    return np.isin(labels, np.argsort(sizes)[-2:] + 1) if n else np.zeros(csf.shape, bool)
+
+
+@functools.lru_cache(maxsize=2)
+def _anatomy_image(model: HeadModel) -> np.ndarray:
+    """(X, Y, Z) float32 noise-free T1: the template's T1 in the brain, fixed values outside."""
+    image = np.where(model.brain, model.t1, 0.0).astype(np.float32)
+    outside = ~model.brain
+    labels = model.labels
+    image[outside & (labels == anatomy.TISSUE_CSF)] = _INTENSITY["outer_csf"]
+    image[outside & (labels == anatomy.TISSUE_SCALP)] = _INTENSITY["scalp"]
+    skull = labels == anatomy.TISSUE_SKULL
+    marrow = np.clip(1.0 - np.abs(model.skull_depth - 0.5) / 0.3, 0.0, 1.0)
+    image[skull] = (_INTENSITY["skull"] + (_INTENSITY["marrow"] - _INTENSITY["skull"]) * marrow[skull])
+    return image
+
+
+@functools.lru_cache(maxsize=2)
+def _atrophy_field(model: HeadModel) -> np.ndarray:
+    """(3, X, Y, Z) float32 template-voxel field enlarging both lateral ventricles, max magnitude 1 voxel
+    (scaled per subject by ``atrophy_mm``)."""
+    field = _indicator_gradient(_ventricles(model).astype(np.float32), _VENTRICLE_SIGMA_MM / model.voxel_mm)
+    return field * _brain_weight(model.brain)
+
+
+@functools.lru_cache(maxsize=1)
+def output_grid() -> tuple[tuple[int, int, int], np.ndarray]:
+    """Shape and (4, 4) RAS affine of the cohort's voxel grid (nilearn's MNI152 2009a, 2 mm)."""
+    from nilearn import datasets
+
+    image = datasets.load_mni152_brain_mask(resolution=TEMPLATE_RESOLUTION_MM)
+    return tuple(int(n) for n in image.shape), image.affine.copy()
+
+
+# --------------------------------------------------------------------------- fields
+
+
+def _indicator_gradient(indicator: np.ndarray, sigma_vox: float) -> np.ndarray:
+    """(3, ...) gradient of the Gaussian-blurred indicator (truncated at 3 sigma), max magnitude 1.
+
+    Points towards the structure; zero further than 3 sigma + 1 voxel from it.
+    """
+    blurred = ndimage.gaussian_filter(indicator.astype(np.float32), sigma_vox, truncate=_FIELD_TRUNCATE)
+    gradient = np.stack(np.gradient(blurred)).astype(np.float32)
+    peak = float(np.sqrt((gradient**2).sum(axis=0)).max())
+    return gradient / peak if peak > 0 else gradient
+
+
+def _brain_weight(brain: np.ndarray) -> np.ndarray:
+    """Smooth weight in [0, 1], exactly 0 outside the brain (and in its outermost voxel)."""
+    core = ndimage.binary_erosion(brain, iterations=_BRAIN_WEIGHT_EROSION)
+    return ndimage.gaussian_filter(core.astype(np.float32), 1.0, truncate=2.0)
+
+
+def _midline_bump(shape: tuple[int, ...], centre_vox: np.ndarray, sigma_vox: float) -> np.ndarray:
+    """Gaussian bump, max 1, set to 0 beyond 3 sigma (compact support)."""
+    grid = np.indices(shape, dtype=np.float32)
+    squared = sum((grid[a] - centre_vox[a]) ** 2 for a in range(3)) / sigma_vox**2
+    return np.where(squared <= _FIELD_TRUNCATE**2, np.exp(-0.5 * squared), 0.0).astype(np.float32)
+
+
+def indirect_effect_field(plan: SubjectPlan, lesion: np.ndarray, ventricles_ipsi: np.ndarray, brain: np.ndarray,
+                          lesion_centre_vox: np.ndarray, voxel_mm: float) -> np.ndarray:
+    """(3, X, Y, Z) float32 backward displacement ``u`` in output voxels (module docstring).
+
+    Args:
+        lesion: (X, Y, Z) bool lesion (whole tumour) on the output grid.
+        ventricles_ipsi: (X, Y, Z) bool ipsilateral lateral ventricle of the healthy subject.
+        brain: (X, Y, Z) bool brain of the healthy subject.
+        lesion_centre_vox: (3,) lesion centre in output voxels.
+    """
+    shape = lesion.shape
+    if plan.lesion is None:
+        return np.zeros((3, *shape), np.float32)
+    ventricle = _indicator_gradient(ventricles_ipsi, _VENTRICLE_SIGMA_MM / voxel_mm)
+    if isinstance(plan.lesion, StrokePlan):
+        pull = _indicator_gradient(lesion, _PULL_SIGMA_MM / voxel_mm)
+        field = -plan.lesion.pull_mm * pull + plan.lesion.ventricle_mm * ventricle
+    else:
+        tumour = plan.lesion
+        sigma = 0.6 * (tumour.radius_mm + tumour.oedema_mm) / voxel_mm
+        push = _indicator_gradient(lesion, sigma)
+        side = 1.0 if tumour.hemisphere == "right" else -1.0
+        midline_centre = lesion_centre_vox.copy()
+        midline_centre[0] = (lesion_centre_vox[0] + _midline_voxel(shape)) / 2.0
+        midline = np.zeros((3, *shape), np.float32)
+        midline[0] = side * _midline_bump(shape, midline_centre, _MIDLINE_SIGMA_MM / voxel_mm)
+        field = tumour.push_mm * push - tumour.ventricle_mm * ventricle + tumour.midline_mm * midline
+    return (field / voxel_mm * _brain_weight(brain)).astype(np.float32)
+
+
+def _midline_voxel(shape: tuple[int, ...]) -> float:
+    """Output-grid x index of MNI x = 0."""
+    _, affine = output_grid()
+    return float(-affine[0, 3] / affine[0, 0]) if shape else 0.0
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@dataclass(frozen=True)
+class RenderedSubject:
+    """One subject on the output grid (X, Y, Z), RAS storage.
+
+    image: float32 observed T1 (lesioned for lesioned subjects); healthy: float32 the healthy counterpart
+    (equal to ``image`` for healthy subjects); labels: uint8 lesion labels (stroke 1; tumour: BRATS_LABELS;
+    0 = none); brain_mask / healthy_brain_mask: bool; displacement_mm: (3, X, Y, Z) float32 ``u`` in mm.
+    """
+
+    image: np.ndarray
+    healthy: np.ndarray
+    labels: np.ndarray
+    brain_mask: np.ndarray
+    healthy_brain_mask: np.ndarray
+    displacement_mm: np.ndarray
+
+    @property
+    def lesion_mask(self) -> np.ndarray:
+        return self.labels > 0
+
+    @property
+    def displacement_magnitude_mm(self) -> np.ndarray:
+        return np.sqrt((self.displacement_mm**2).sum(axis=0))
+
+
+def _sample(volume: np.ndarray, coords: np.ndarray, cval: float = 0.0) -> np.ndarray:
+    """Trilinear samples of ``volume`` at (3, N) voxel coordinates."""
+    return ndimage.map_coordinates(volume, coords, order=1, mode="constant", cval=cval, prefilter=False)
+
+
+def _template_coords(model: HeadModel, plan: SubjectPlan, output_vox: np.ndarray) -> np.ndarray:
+    """(3, N) padded-template voxel coordinates of (3, N) output voxel coordinates, after the subject's
+    placement and global atrophy."""
+    _, out_affine = output_grid()
+    matrix = np.linalg.inv(model.affine) @ plan.placement.template_from_output_mm() @ out_affine
+    coords = (matrix[:3, :3] @ output_vox + matrix[:3, 3:]).astype(np.float32)
+    if plan.atrophy_mm > 0:
+        field = _atrophy_field(model)
+        scale = plan.atrophy_mm / model.voxel_mm
+        coords = coords + scale * np.stack([_sample(component, coords) for component in field])
+    return coords
+
+
+def _region_on_grid(region_values: np.ndarray, offset: tuple[int, ...], coords: np.ndarray) -> np.ndarray:
+    """Trilinear samples at (3, N) padded-template coordinates of a box-cropped template map."""
+    shifted = coords - np.asarray(offset, np.float32)[:, None]
+    return _sample(region_values.astype(np.float32), shifted)
+
+
+def _bias_field(plan: SubjectPlan, shape: tuple[int, ...], amplitude: float) -> np.ndarray:
+    """Smooth multiplicative field exp(amplitude * mean of 4 random cosines) over the grid."""
+    axes = [np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape]
+    x, y, z = np.meshgrid(*axes, indexing="ij", sparse=True)
+    log_gain = sum(
+        weight * np.cos(kx * x + ky * y + kz * z + phase) for kx, ky, kz, phase, weight in plan.bias
+    ) / len(plan.bias)
+    return np.exp(amplitude * log_gain).astype(np.float32)
+
+
+def _stroke_region(model: HeadModel, lesion: StrokePlan, rng: np.random.Generator) -> Region:
+    """Soft (edge ``_EDGE_MM``) infarct map in its territory box: the top-volume voxels of
+    ``-distance / 10 mm + 0.5 * smooth noise`` around the planned centre."""
+    region = anatomy.territory_regions(model)[lesion.territory, lesion.hemisphere]
+    inside = region.values
+    noise = ndimage.gaussian_filter(rng.standard_normal(inside.shape).astype(np.float32),
+                                    _STROKE_NOISE_SIGMA_MM / model.voxel_mm)
+    noise /= noise.std()
+    centre = np.asarray(lesion.centre_voxel) - np.asarray(region.offset)
+    grid = np.indices(inside.shape, dtype=np.float32)
+    distance_mm = np.sqrt(((grid - centre[:, None, None, None]) ** 2).sum(axis=0)) * model.voxel_mm
+    score = np.where(inside, -distance_mm / _STROKE_RADIUS_MM + _STROKE_NOISE_WEIGHT * noise, -np.inf)
+    n_voxels = max(1, min(int(round(lesion.volume_ml * 1000.0 / model.voxel_mm**3)),
+                          int(_STROKE_MAX_TERRITORY_FILL * inside.sum())))
+    chosen = np.zeros(score.size, bool)
+    chosen[np.argpartition(-score.ravel(), n_voxels - 1)[:n_voxels]] = True
+    soft = ndimage.gaussian_filter(chosen.reshape(inside.shape).astype(np.float32), 0.5 * _EDGE_MM / model.voxel_mm)
+    return Region(offset=region.offset, values=soft)
+
+
+def _tumour_compartments(model: HeadModel, tumour: TumourPlan, rng: np.random.Generator
+                         ) -> tuple[tuple[int, ...], dict[str, np.ndarray]]:
+    """Soft maps (box offset, {"core", "rim", "oedema"}) of a tumour with a noisy spherical outline."""
+    outer = tumour.radius_mm + tumour.oedema_mm
+    half = int(np.ceil((1.3 * outer + 2 * _EDGE_MM) / model.voxel_mm))
+    centre = np.asarray(tumour.centre_voxel)
+    low = np.maximum(centre - half, 0)
+    high = np.minimum(centre + half + 1, model.labels.shape)
+    shape = tuple(int(v) for v in high - low)
+    grid = np.indices(shape, dtype=np.float32)
+    distance_mm = np.sqrt(((grid - (centre - low)[:, None, None, None]) ** 2).sum(axis=0)) * model.voxel_mm
+    noise = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 4.0 / model.voxel_mm)
+    distance_mm = distance_mm * (1.0 + 0.12 * noise / max(float(noise.std()), 1e-6))
+
+    def inside(radius: float) -> np.ndarray:
+        return np.clip((radius - distance_mm) / _EDGE_MM + 0.5, 0.0, 1.0)
+
+    whole, enhancing, core = inside(outer), inside(tumour.radius_mm), inside(tumour.radius_mm - tumour.rim_mm)
+    brain = model.brain[tuple(slice(a, b) for a, b in zip(low, high))]
+    return tuple(int(v) for v in low), {"core": core * brain, "rim": (enhancing - core) * brain,
+                                        "oedema": (whole - enhancing) * brain}
+
+
+def render_subject(model: HeadModel, plan: SubjectPlan) -> RenderedSubject:
+    """Render one subject's images, masks and true displacement on the output grid (module docstring)."""
+    shape, _ = output_grid()
+    voxels = np.indices(shape, dtype=np.float32).reshape(3, -1)
+    anatomy_image = _anatomy_image(model)
+    brain_float = model.brain.astype(np.float32)
+    coords = _template_coords(model, plan, voxels)
+    healthy_clean = _sample(anatomy_image, coords).reshape(shape)
+    healthy_brain = (_sample(brain_float, coords) > 0.5).reshape(shape)
+
+    rng = _rng(plan.index, "pixels", plan.index)
+    bias = _bias_field(plan, shape, _bias_amplitude_of(plan))
+    noise = rng.standard_normal((2, *shape), dtype=np.float32) * plan.noise_sigma
+
+    def observe(clean: np.ndarray) -> np.ndarray:
+        return np.sqrt((bias * clean + noise[0]) ** 2 + noise[1] ** 2)
+
+    healthy = observe(healthy_clean)
+    if plan.lesion is None:
+        return RenderedSubject(image=healthy, healthy=healthy, labels=np.zeros(shape, np.uint8),
+                               brain_mask=healthy_brain, healthy_brain_mask=healthy_brain,
+                               displacement_mm=np.zeros((3, *shape), np.float32))
+
+    lesion_rng = _rng(plan.index, "lesion_shape", plan.index)
+    compartments = _lesion_compartments(model, plan, coords, lesion_rng, shape)
+    whole = sum(compartments.values())
+    lesion_mask = (whole > 0.5) & healthy_brain
+    hemisphere = plan.lesion.hemisphere
+    ventricles = (_sample(_ventricles(model).astype(np.float32), coords) > 0.5).reshape(shape)
+    ventricles_ipsi = ventricles & _hemisphere_mask(shape, hemisphere)
+    centre = np.argwhere(lesion_mask).mean(axis=0) if lesion_mask.any() else _output_voxel_of(model, plan)
+    voxel_mm = float(abs(output_grid()[1][0, 0]))
+    field = indirect_effect_field(plan, lesion_mask, ventricles_ipsi, healthy_brain, centre, voxel_mm)
+
+    moved = np.abs(field).sum(axis=0) > 0
+    deformed_clean, deformed_brain = healthy_clean.copy(), healthy_brain.copy()
+    if moved.any():
+        displaced = np.argwhere(moved).T.astype(np.float32) + field[:, moved]
+        displaced_coords = _template_coords(model, plan, displaced)
+        deformed_clean[moved] = _sample(anatomy_image, displaced_coords)
+        deformed_brain[moved] = _sample(brain_float, displaced_coords) > 0.5
+    lesioned_clean = _paint_lesion(plan, deformed_clean, compartments, whole)
+    labels = np.zeros(shape, np.uint8)
+    if isinstance(plan.lesion, StrokePlan):
+        labels[lesion_mask] = 1
+    else:
+        dominant = np.argmax(np.stack([compartments[k] for k in BRATS_LABELS]), axis=0)
+        labels[lesion_mask] = np.asarray(list(BRATS_LABELS.values()), np.uint8)[dominant[lesion_mask]]
+    return RenderedSubject(image=observe(lesioned_clean), healthy=healthy, labels=labels,
+                           brain_mask=deformed_brain | lesion_mask, healthy_brain_mask=healthy_brain,
+                           displacement_mm=field * voxel_mm)
