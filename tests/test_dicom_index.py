@@ -127,3 +127,19 @@ def test_gantry_tilt_stays_axial(tmp_path):
     ds.save_as(tmp_path / "t.dcm", enforce_file_format=True)
     assert read_header(tmp_path / "t.dcm").plane(45) == "axial"
     assert read_header(tmp_path / "t.dcm").plane(15) == "oblique"
+
+
+def test_corrupt_header_and_missing_position_are_specific(tmp_path, key):
+    good = write_series(tmp_path / "elsewhere", 1)[0]
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "corrupt.dcm").write_bytes(good.read_bytes()[:132] + b"\xff" * 400)  # garbage after DICM
+    no_position = write_series(tmp_path / "src" / "b", 26, prefix="NP")
+    for path in no_position[:1]:
+        ds = pydicom.dcmread(path)
+        del ds.ImagePositionPatient
+        ds.save_as(path)
+    index = index_source(tmp_path / "src", key)
+    corrupt = index.files[index.files.reason == "corrupt_header"]
+    assert len(corrupt) == 1 and index.files[index.files.scan == ""].reason.tolist() == ["corrupt_header"]
+    missing = index.series[index.series.n_files == 26]
+    assert missing.reason.item() == "missing_geometry" and "ImagePositionPatient" in missing.detail.item()

@@ -3,12 +3,19 @@ import functools
 from pathlib import Path
 
 import pandas as pd
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from cfbrain.dicom.index import files_state
 from cfbrain.provenance import script_fingerprint
 
 validate(config, workflow.source_path("../../config/schema.yaml"))
+
+for _name, _dataset in config["datasets"].items():
+    for _what, _path in (("source path", _dataset["source"].get("path")), ("labels", _dataset.get("labels")),
+                         ("review", _dataset.get("review")), ("registration_review", _dataset.get("registration_review"))):
+        if _path and not Path(_path).exists():
+            raise WorkflowError(f"dataset {_name}: {_what} {_path} does not exist (check the config file)")
 
 RESULTS = config["results"]
 PRIVATE = config["private"]

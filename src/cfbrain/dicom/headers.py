@@ -99,7 +99,9 @@ def read_header(path: Path) -> FileHeader:
     if meta_class == DICOMDIR_CLASS or "DirectoryRecordSequence" in ds:
         raise UnusableFile("dicomdir")
     sop_class = str(ds.get("SOPClassUID", meta_class))
-    class_name = UID(sop_class).name if sop_class else "unknown"
+    if not sop_class:
+        raise UnusableFile("corrupt_header", "no SOP Class UID in a damaged or incomplete header")
+    class_name = UID(sop_class).name
     if class_name not in IMAGE_CLASSES:
         raise UnusableFile("non_image_object", class_name)
     for keyword in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):

@@ -129,7 +129,7 @@ def _series_verdict(scan: str, headers: list[FileHeader], rules: HeaderRules) ->
     planes = [h.plane(rules.axial_max_angle_deg) for h in headers]
     axial = [h for h, p in zip(headers, planes) if p == "axial"]
     first = axial[0] if axial else headers[0]
-    gaps = _slice_gaps(axial)
+    gaps = _slice_gaps([h for h in axial if h.position is not None])
     row = {
         "scan": scan, "patient": scan.split("_")[0], "study": scan.split("_")[1], "series": scan.split("_")[2],
         "modality": first.modality, "sop_class": first.sop_class, "image_type": "\\".join(first.image_type),

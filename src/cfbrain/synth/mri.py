@@ -217,13 +217,14 @@ class TumourPlan:
 class SubjectPlan:
     """Everything drawn for one subject (no images)."""
 
+    seed: int
     index: int
     subject: str
     dataset: str
     kind: str
     placement: Placement
     noise_sigma: float
-    bias: tuple[tuple[float, ...], ...]
+    bias: tuple[tuple[float, float, float, float, float], ...]
     atrophy_mm: float
     lesion: StrokePlan | TumourPlan | None
 
@@ -252,13 +253,15 @@ def plan_mri_cohort(cfg: SynthMRIConfig, model: HeadModel | None = None) -> list
         rotation = tuple(float(v) for v in rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg, 3))
         shift = tuple(float(v) for v in rng.uniform(-cfg.max_shift_mm, cfg.max_shift_mm, 3))
         placement = Placement(rotation, shift, float(rng.uniform(*cfg.scale_range)))
+        n_waves = 4
         bias = tuple(tuple(float(v) for v in row) for row in np.column_stack(
-            [rng.normal(0, 2.0, (4, 3)), rng.uniform(0, 2 * np.pi, 4), rng.uniform(-1, 1, 4)]))
+            [rng.normal(0.0, 2.0, (n_waves, 3)), rng.uniform(0.0, 2 * np.pi, n_waves),
+             rng.uniform(-1.0, 1.0, n_waves) * cfg.bias_amplitude / n_waves]))
         lesion_rng = _rng(cfg.seed, kind, index)
         lesion = {"healthy": lambda: None, "stroke": lambda: _plan_stroke(cfg, model, lesion_rng),
                   "tumour": lambda: _plan_tumour(cfg, model, lesion_rng)}[kind]()
         plans.append(SubjectPlan(
-            index=index, subject=f"s{index + 1:03d}", dataset=dataset, kind=kind, placement=placement,
+            seed=cfg.seed, index=index, subject=f"s{index + 1:03d}", dataset=dataset, kind=kind, placement=placement,
             noise_sigma=float(rng.uniform(*cfg.noise_sigma)), bias=bias,
             atrophy_mm=float(rng.uniform(*cfg.atrophy_mm)), lesion=lesion,
         ))
@@ -360,11 +363,27 @@ def _anatomy_image(model: HeadModel) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=2)
-def _atrophy_field(model: HeadModel) -> np.ndarray:
-    """(3, X, Y, Z) float32 template-voxel field enlarging both lateral ventricles, max magnitude 1 voxel
-    (scaled per subject by ``atrophy_mm``)."""
+def _ventricle_region(model: HeadModel) -> Region:
+    """:func:`_ventricles` as float32 in its bounding box (plus one voxel)."""
+    return _crop_region(_ventricles(model).astype(np.float32), _ventricles(model))
+
+
+@functools.lru_cache(maxsize=2)
+def _atrophy_region(model: HeadModel) -> Region:
+    """(3, a, b, c) float32 template-voxel field enlarging both lateral ventricles, max magnitude 1 voxel
+    (scaled per subject by ``atrophy_mm``), in the bounding box of its support."""
     field = _indicator_gradient(_ventricles(model).astype(np.float32), _VENTRICLE_SIGMA_MM / model.voxel_mm)
-    return field * _brain_weight(model.brain)
+    field = field * _brain_weight(model.brain)
+    return _crop_region(field, np.abs(field).sum(axis=0) > 0)
+
+
+def _crop_region(values: np.ndarray, support: np.ndarray) -> Region:
+    """``values`` (..., X, Y, Z) cropped to the bounding box of ``support`` (X, Y, Z) plus one voxel."""
+    index = np.nonzero(support)
+    low = np.maximum([i.min() - 1 for i in index], 0)
+    high = np.minimum([i.max() + 2 for i in index], support.shape)
+    box = tuple(slice(a, b) for a, b in zip(low, high))
+    return Region(offset=tuple(int(v) for v in low), values=values[(..., *box)].copy())
 
 
 @functools.lru_cache(maxsize=1)
@@ -426,17 +445,17 @@ def indirect_effect_field(plan: SubjectPlan, lesion: np.ndarray, ventricles_ipsi
         push = _indicator_gradient(lesion, sigma)
         side = 1.0 if tumour.hemisphere == "right" else -1.0
         midline_centre = lesion_centre_vox.copy()
-        midline_centre[0] = (lesion_centre_vox[0] + _midline_voxel(shape)) / 2.0
+        midline_centre[0] = (lesion_centre_vox[0] + _midline_voxel()) / 2.0
         midline = np.zeros((3, *shape), np.float32)
         midline[0] = side * _midline_bump(shape, midline_centre, _MIDLINE_SIGMA_MM / voxel_mm)
         field = tumour.push_mm * push - tumour.ventricle_mm * ventricle + tumour.midline_mm * midline
     return (field / voxel_mm * _brain_weight(brain)).astype(np.float32)
 
 
-def _midline_voxel(shape: tuple[int, ...]) -> float:
+def _midline_voxel() -> float:
     """Output-grid x index of MNI x = 0."""
     _, affine = output_grid()
-    return float(-affine[0, 3] / affine[0, 0]) if shape else 0.0
+    return float(-affine[0, 3] / affine[0, 0])
 
 
 # --------------------------------------------------------------------------- rendering
@@ -479,26 +498,29 @@ def _template_coords(model: HeadModel, plan: SubjectPlan, output_vox: np.ndarray
     matrix = np.linalg.inv(model.affine) @ plan.placement.template_from_output_mm() @ out_affine
     coords = (matrix[:3, :3] @ output_vox + matrix[:3, 3:]).astype(np.float32)
     if plan.atrophy_mm > 0:
-        field = _atrophy_field(model)
+        field = _atrophy_region(model)
         scale = plan.atrophy_mm / model.voxel_mm
-        coords = coords + scale * np.stack([_sample(component, coords) for component in field])
+        coords = coords + scale * np.stack([_region_on_grid(component, field.offset, coords)
+                                            for component in field.values])
     return coords
 
 
-def _region_on_grid(region_values: np.ndarray, offset: tuple[int, ...], coords: np.ndarray) -> np.ndarray:
-    """Trilinear samples at (3, N) padded-template coordinates of a box-cropped template map."""
+def _region_on_grid(values: np.ndarray, offset: tuple[int, ...], coords: np.ndarray) -> np.ndarray:
+    """(N,) trilinear samples of a box-cropped template map (a, b, c) at (3, N) padded-template
+    coordinates; 0 outside the box (only points inside it are interpolated)."""
     shifted = coords - np.asarray(offset, np.float32)[:, None]
-    return _sample(region_values.astype(np.float32), shifted)
+    inside = np.all((shifted > -1.0) & (shifted < np.asarray(values.shape, np.float32)[:, None]), axis=0)
+    samples = np.zeros(coords.shape[1], np.float32)
+    samples[inside] = _sample(values.astype(np.float32), shifted[:, inside])
+    return samples
 
 
-def _bias_field(plan: SubjectPlan, shape: tuple[int, ...], amplitude: float) -> np.ndarray:
-    """Smooth multiplicative field exp(amplitude * mean of 4 random cosines) over the grid."""
+def _bias_field(plan: SubjectPlan, shape: tuple[int, ...]) -> np.ndarray:
+    """Smooth multiplicative field ``exp(sum_k w_k cos(k . x + phase_k))`` over the grid scaled to [-1, 1]^3."""
     axes = [np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape]
     x, y, z = np.meshgrid(*axes, indexing="ij", sparse=True)
-    log_gain = sum(
-        weight * np.cos(kx * x + ky * y + kz * z + phase) for kx, ky, kz, phase, weight in plan.bias
-    ) / len(plan.bias)
-    return np.exp(amplitude * log_gain).astype(np.float32)
+    log_gain = sum(weight * np.cos(kx * x + ky * y + kz * z + phase) for kx, ky, kz, phase, weight in plan.bias)
+    return np.exp(log_gain).astype(np.float32)
 
 
 def _stroke_region(model: HeadModel, lesion: StrokePlan, rng: np.random.Generator) -> Region:
@@ -554,8 +576,8 @@ def render_subject(model: HeadModel, plan: SubjectPlan) -> RenderedSubject:
     healthy_clean = _sample(anatomy_image, coords).reshape(shape)
     healthy_brain = (_sample(brain_float, coords) > 0.5).reshape(shape)
 
-    rng = _rng(plan.index, "pixels", plan.index)
-    bias = _bias_field(plan, shape, _bias_amplitude_of(plan))
+    rng = _rng(plan.seed, "pixels", plan.index)
+    bias = _bias_field(plan, shape)
     noise = rng.standard_normal((2, *shape), dtype=np.float32) * plan.noise_sigma
 
     def observe(clean: np.ndarray) -> np.ndarray:
@@ -567,16 +589,16 @@ def render_subject(model: HeadModel, plan: SubjectPlan) -> RenderedSubject:
                                brain_mask=healthy_brain, healthy_brain_mask=healthy_brain,
                                displacement_mm=np.zeros((3, *shape), np.float32))
 
-    lesion_rng = _rng(plan.index, "lesion_shape", plan.index)
-    compartments = _lesion_compartments(model, plan, coords, lesion_rng, shape)
+    compartments = _lesion_compartments(model, plan, coords, shape)
     whole = sum(compartments.values())
     lesion_mask = (whole > 0.5) & healthy_brain
     hemisphere = plan.lesion.hemisphere
-    ventricles = (_sample(_ventricles(model).astype(np.float32), coords) > 0.5).reshape(shape)
+    ventricle_region = _ventricle_region(model)
+    ventricles = (_region_on_grid(ventricle_region.values, ventricle_region.offset, coords) > 0.5).reshape(shape)
     ventricles_ipsi = ventricles & _hemisphere_mask(shape, hemisphere)
-    centre = np.argwhere(lesion_mask).mean(axis=0) if lesion_mask.any() else _output_voxel_of(model, plan)
     voxel_mm = float(abs(output_grid()[1][0, 0]))
-    field = indirect_effect_field(plan, lesion_mask, ventricles_ipsi, healthy_brain, centre, voxel_mm)
+    field = indirect_effect_field(plan, lesion_mask, ventricles_ipsi, healthy_brain,
+                                  _lesion_centre_output_voxel(model, plan), voxel_mm)
 
     moved = np.abs(field).sum(axis=0) > 0
     deformed_clean, deformed_brain = healthy_clean.copy(), healthy_brain.copy()
@@ -595,3 +617,256 @@ def render_subject(model: HeadModel, plan: SubjectPlan) -> RenderedSubject:
     return RenderedSubject(image=observe(lesioned_clean), healthy=healthy, labels=labels,
                            brain_mask=deformed_brain | lesion_mask, healthy_brain_mask=healthy_brain,
                            displacement_mm=field * voxel_mm)
+
+
+def _hemisphere_mask(shape: tuple[int, ...], hemisphere: str) -> np.ndarray:
+    """(X, 1, 1) bool: output-grid columns of one hemisphere (RAS storage: left is x < 0)."""
+    x = np.arange(shape[0], dtype=np.float32)[:, None, None]
+    return x < _midline_voxel() if hemisphere == "left" else x > _midline_voxel()
+
+
+def _lesion_centre_output_voxel(model: HeadModel, plan: SubjectPlan) -> np.ndarray:
+    """(3,) output voxel of the planned lesion centre (placement only)."""
+    _, out_affine = output_grid()
+    matrix = np.linalg.inv(model.affine) @ plan.placement.template_from_output_mm() @ out_affine
+    centre = np.append(np.asarray(plan.lesion.centre_voxel, np.float64), 1.0)
+    return (np.linalg.inv(matrix) @ centre)[:3]
+
+
+def _lesion_compartments(model: HeadModel, plan: SubjectPlan, coords: np.ndarray, shape: tuple[int, ...]
+                         ) -> dict[str, np.ndarray]:
+    """Soft lesion fractions on the output grid: {"infarct"} or {"core", "rim", "oedema"}, float32 (X, Y, Z)."""
+    rng = _rng(plan.seed, "lesion_shape", plan.index)
+    if isinstance(plan.lesion, StrokePlan):
+        region = _stroke_region(model, plan.lesion, rng)
+        return {"infarct": _region_on_grid(region.values, region.offset, coords).reshape(shape)}
+    offset, maps = _tumour_compartments(model, plan.lesion, rng)
+    return {name: _region_on_grid(values, offset, coords).reshape(shape) for name, values in maps.items()}
+
+
+def _paint_lesion(plan: SubjectPlan, clean: np.ndarray, compartments: dict[str, np.ndarray],
+                  whole: np.ndarray) -> np.ndarray:
+    """Noise-free lesioned T1: infarct towards CSF by ``contrast``; tumour compartments at fixed intensities."""
+    if isinstance(plan.lesion, StrokePlan):
+        return clean - compartments["infarct"] * plan.lesion.contrast * (clean - _LESION_CSF)
+    painted = clean * (1.0 - whole)
+    for name, fraction in compartments.items():
+        painted += fraction * _TUMOUR_INTENSITY[name]
+    return painted
+
+
+# --------------------------------------------------------------------------- files
+
+
+def layout_paths(plan: SubjectPlan) -> dict[str, str]:
+    """Paths (relative to the cohort root) of a subject's files; truth paths are "" for healthy subjects."""
+    if plan.dataset == "stroke":
+        stem = f"{DATASETS['stroke']}/sub-{plan.subject}/ses-1/anat/{plan.scan}_{ATLAS_SPACE}"
+        paths = {"image": f"{stem}_T1w.nii.gz", "lesion_mask": f"{stem}_label-L_desc-T1lesion_mask.nii.gz",
+                 "brain_mask": f"{stem}_desc-brain_mask.nii.gz"}
+    else:
+        stem = f"{DATASETS['tumour']}/{plan.scan}/{plan.scan}"
+        paths = {"image": f"{stem}-t1c.nii.gz", "lesion_mask": f"{stem}-seg.nii.gz",
+                 "brain_mask": f"{stem}-brain.nii.gz"}
+    for key, name in TRUTH_FILES.items():
+        paths[key] = f"truth/{plan.scan}/{name}" if plan.lesion is not None else ""
+    return paths
+
+
+def _save(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = nib.Nifti1Image(data, affine)
+    image.set_qform(affine, code=4)
+    image.set_sform(affine, code=4)
+    image.to_filename(path)
+
+
+def _save_t1(path: Path, volume: np.ndarray, affine: np.ndarray) -> None:
+    """float image -> int16 NIfTI with scale slope ``_QUANTUM`` (loaders apply the scaling)."""
+    stored = np.clip(np.rint(volume / _QUANTUM), 0, np.iinfo(np.int16).max).astype(np.int16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = nib.Nifti1Image(stored, affine)
+    image.header.set_slope_inter(_QUANTUM, 0.0)
+    image.set_qform(affine, code=4)
+    image.set_sform(affine, code=4)
+    image.to_filename(path)
+
+
+def _write_subject(out_dir: Path, model: HeadModel, plan: SubjectPlan) -> dict:
+    """Render and write one subject; return its subjects.tsv row (without split)."""
+    rendered = render_subject(model, plan)
+    _, affine = output_grid()
+    paths = layout_paths(plan)
+    _save_t1(out_dir / paths["image"], rendered.image, affine)
+    _save(out_dir / paths["lesion_mask"], rendered.labels, affine)
+    _save(out_dir / paths["brain_mask"], rendered.brain_mask.astype(np.uint8), affine)
+    if plan.lesion is not None:
+        _save_t1(out_dir / paths["healthy"], rendered.healthy, affine)
+        _save(out_dir / paths["healthy_brain_mask"], rendered.healthy_brain_mask.astype(np.uint8), affine)
+        _save(out_dir / paths["displacement"], np.moveaxis(rendered.displacement_mm, 0, -1), affine)
+        _save(out_dir / paths["displacement_magnitude"], rendered.displacement_magnitude_mm, affine)
+    voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
+    lesion = plan.lesion
+    placement = plan.placement
+    return {
+        "subject": plan.subject, "dataset": plan.dataset, "scan": plan.scan, "kind": plan.kind,
+        "territory": lesion.territory if isinstance(lesion, StrokePlan) else "",
+        "side": lesion.hemisphere if lesion is not None else "none",
+        "lesion_ml": round(float(rendered.lesion_mask.sum()) * voxel_ml, 3),
+        "slice_lesion_pixels": int(rendered.lesion_mask[:, :, SLICE_INDEX].sum()),
+        "max_displacement_mm": round(float(rendered.displacement_magnitude_mm.max()), 3),
+        "atrophy_mm": round(plan.atrophy_mm, 3), "noise_sigma": round(plan.noise_sigma, 4),
+        **{f"rot_{a}_deg": round(v, 3) for a, v in zip("xyz", placement.rot_deg)},
+        **{f"shift_{a}_mm": round(v, 3) for a, v in zip("xyz", placement.shift_mm)},
+        "scale": round(placement.scale, 4), **paths,
+    }
+
+
+def _split_column(plans: list[SubjectPlan], cfg: SynthMRIConfig) -> dict[str, str]:
+    """Subject -> suggested split, per dataset, stratified by kind."""
+    splits = {}
+    for dataset in DATASETS:
+        table = pd.DataFrame([{"subject": p.subject, "kind": p.kind} for p in plans if p.dataset == dataset])
+        if not table.empty:
+            assigned = patient_splits(table, cfg.seed, cfg.split_fractions, stratify="kind", patient_col="subject")
+            splits.update(zip(assigned["subject"], assigned["split"]))
+    return splits
+
+
+def make_mri_cohort(out_dir: str | Path, cfg: SynthMRIConfig) -> pd.DataFrame:
+    """Write the cohort (module docstring) under ``out_dir``; returns the subjects table also written as
+    ``subjects.tsv``.
+
+    Raises:
+        FileExistsError: if ``out_dir/subjects.tsv`` already exists.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / "subjects.tsv").exists():
+        raise FileExistsError(f"{out_dir / 'subjects.tsv'} exists")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = anatomy.load_head_model(TEMPLATE_RESOLUTION_MM)
+    for warm_cache in (_anatomy_image, _ventricle_region, _atrophy_region, anatomy.territory_regions):
+        warm_cache(model)  # computed once, inherited by forked workers
+    output_grid()
+    plans = plan_mri_cohort(cfg, model)
+    write = functools.partial(_write_subject, out_dir, model)
+    if cfg.workers > 1:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(cfg.workers, mp_context=context) as pool:
+            rows = list(pool.map(write, plans))
+    else:
+        rows = [write(plan) for plan in plans]
+    splits = _split_column(plans, cfg)
+    table = pd.DataFrame(rows).assign(split=lambda t: t["subject"].map(splits))[SUBJECT_COLUMNS]
+    table.to_csv(out_dir / "subjects.tsv", sep="\t", index=False, lineterminator="\n")
+    log.info("synthetic MRI cohort: %s", table.groupby(["dataset", "kind"]).size().to_dict())
+    return table
+
+
+def read_subjects(root: str | Path) -> pd.DataFrame:
+    """subjects.tsv of a cohort (empty truth paths read as "")."""
+    return pd.read_csv(Path(root) / "subjects.tsv", sep="\t", keep_default_na=False,
+                       dtype={"territory": str, "side": str})
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+def slice_spec(dataset: str, size: int = 128) -> MRISliceSpec:
+    """The slice spec of a synthetic dataset: slice 47 of the 2 mm grid, padded to square, ``size`` pixels.
+
+    Percentiles follow the thesis datasets: 98 (strokes, like ATLAS) and 99.5 (tumours, like BraTS).
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown synthetic MRI dataset {dataset!r}; expected one of {sorted(DATASETS)}")
+    percentile = 98.0 if dataset == "stroke" else 99.5
+    return MRISliceSpec(f"synth-{dataset}", slice_index=SLICE_INDEX, percentile=percentile, pad_square=True,
+                        crop_hw=None, size=size)
+
+
+def find_synthetic_pairs(root: str | Path, dataset: str) -> pd.DataFrame:
+    """``find_atlas_pairs`` / ``find_brats_pairs`` on one dataset of the cohort at ``root``, plus the
+    ``brain_mask`` column ``process_mri_dataset`` reads (absolute paths)."""
+    root = Path(root)
+    finder = find_atlas_pairs if dataset == "stroke" else find_brats_pairs
+    pairs = finder(root / DATASETS[dataset])
+    subjects = read_subjects(root)
+    brain = dict(zip(subjects["scan"], subjects["brain_mask"]))
+    pairs["brain_mask"] = [str(root / brain[scan]) if scan in brain else "" for scan in pairs["scan"]]
+    return pairs
+
+
+@dataclass(frozen=True)
+class TruthSlices:
+    """The counterfactual ground truth of the lesioned scans on the processed slice grid.
+
+    scan (N,) str; healthy float32 (N, S, S) in [0, 1]: the healthy counterpart, normalised by its own
+    percentile (exactly what ``mri_slice`` gives for it); lesioned float32 (N, S, S): the lesioned scan on
+    the SAME intensity scale (the healthy slice's ceiling), so ``lesioned - healthy`` is the pathology's
+    effect; lesion_mask, healthy_brain_mask uint8 (N, S, S); displacement_mm float32 (N, S, S) the
+    magnitude of the true displacement (bilinear; millimetres, not rescaled).
+    """
+
+    dataset: str
+    scan: np.ndarray
+    healthy: np.ndarray
+    lesioned: np.ndarray
+    lesion_mask: np.ndarray
+    healthy_brain_mask: np.ndarray
+    displacement_mm: np.ndarray
+
+
+def _to_slice_grid(planes: np.ndarray, spec: MRISliceSpec, mode: str) -> np.ndarray:
+    """(C, h, w) planes -> (C, size, size) exactly as ``preprocess.mri.mri_slice`` does (pad, crop, resize)."""
+    height, width = planes.shape[1:]
+    if spec.pad_square:
+        planes = centre_crop_or_pad(planes, (max(height, width),) * 2)
+    if spec.crop_hw is not None:
+        planes = centre_crop_or_pad(planes, spec.crop_hw)
+    return resize_planes(planes.astype(np.float32), (spec.size, spec.size), mode)
+
+
+def truth_slices(root: str | Path, dataset: str, spec: MRISliceSpec) -> TruthSlices:
+    """Ground-truth slices (:class:`TruthSlices`) of every lesioned scan of one dataset of the cohort."""
+    root = Path(root)
+    subjects = read_subjects(root)
+    rows = subjects[(subjects["dataset"] == dataset) & (subjects["kind"] != "healthy")]
+    arrays = {key: [] for key in ("healthy", "lesioned", "lesion_mask", "healthy_brain_mask", "displacement_mm")}
+    for row in rows.itertuples(index=False):
+        planes = {key: load_volume(root / getattr(row, key)).data[spec.slice_index]
+                  for key in ("image", "healthy", "lesion_mask", "healthy_brain_mask", "displacement_magnitude")}
+        brain = planes["healthy_brain_mask"] > 0
+        pixels = planes["healthy"] if spec.percentile_of == "slice" else planes["healthy"][brain]
+        ceiling = float(np.percentile(pixels, spec.percentile))
+        images = np.stack([planes["healthy"], planes["image"]]).clip(0.0, ceiling) / ceiling
+        healthy, lesioned = np.clip(_to_slice_grid(images, spec, "bilinear"), 0.0, 1.0)
+        masks = _to_slice_grid(np.stack([planes["lesion_mask"] > 0, brain]), spec, "nearest").astype(np.uint8)
+        arrays["healthy"].append(healthy)
+        arrays["lesioned"].append(lesioned)
+        arrays["lesion_mask"].append(masks[0])
+        arrays["healthy_brain_mask"].append(masks[1])
+        arrays["displacement_mm"].append(_to_slice_grid(planes["displacement_magnitude"][None], spec, "bilinear")[0])
+    size = (0, spec.size, spec.size)
+    stacked = {key: np.stack(values) if values else np.zeros(size, np.float32) for key, values in arrays.items()}
+    return TruthSlices(dataset=dataset, scan=rows["scan"].to_numpy(dtype=str), healthy=stacked["healthy"],
+                       lesioned=stacked["lesioned"], lesion_mask=stacked["lesion_mask"].astype(np.uint8),
+                       healthy_brain_mask=stacked["healthy_brain_mask"].astype(np.uint8),
+                       displacement_mm=stacked["displacement_mm"])
+
+
+def save_truth_slices(path: str | Path, truth: TruthSlices) -> None:
+    """Write :class:`TruthSlices` as .npz (keys: the field names plus ``format``)."""
+    write_npz(path, {"format": np.str_(TRUTH_SLICES_FORMAT), "dataset": np.str_(truth.dataset),
+                     "scan": truth.scan, "healthy": truth.healthy, "lesioned": truth.lesioned,
+                     "lesion_mask": truth.lesion_mask, "healthy_brain_mask": truth.healthy_brain_mask,
+                     "displacement_mm": truth.displacement_mm})
+
+
+def load_truth_slices(path: str | Path) -> TruthSlices:
+    """Read a file written by :func:`save_truth_slices`."""
+    arrays = read_npz(path)
+    if str(arrays.get("format")) != TRUTH_SLICES_FORMAT:
+        raise ValueError(f"{path}: not a {TRUTH_SLICES_FORMAT} file")
+    return TruthSlices(dataset=str(arrays["dataset"]), scan=arrays["scan"], healthy=arrays["healthy"],
+                       lesioned=arrays["lesioned"], lesion_mask=arrays["lesion_mask"],
+                       healthy_brain_mask=arrays["healthy_brain_mask"], displacement_mm=arrays["displacement_mm"])
