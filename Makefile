@@ -20,7 +20,9 @@ test: $(STAMP)
 	python -m pytest
 
 bench: $(STAMP)
-	python bench/ingest.py
+	python bench/ingest.py --source sources/demo-ct/dicom
+	python bench/preprocess.py
+	python bench/train.py
 
 clean-demo:
 	rm -rf results/demo-ct sources/demo-ct private/demo-ct
