@@ -8,6 +8,7 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+include: "workflow/rules/snakemake_fixes.smk"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/synth.smk"
 include: "workflow/rules/ingest.smk"

@@ -2,7 +2,7 @@
 
 What it does, in order:
 1. Installs Debian's ``slurm-wlm`` and ``munge`` with apt-get, only if their binaries are missing
-   (skips the test with the reason when that is impossible: not root or no apt-get).
+   (skips with the reason when not root, or when a binary is missing and there is no apt-get).
 2. Writes ``slurm.conf`` + ``gres.conf`` for this host into a temp dir: no accounting database,
    no cgroups, one partition, one node with this machine's CPUs and a fake GPU.
 3. Starts a private ``munged`` (own key and socket), ``slurmctld`` and ``slurmd`` in the foreground
@@ -32,7 +32,7 @@ SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
 PARTITION = "debug"
 # Finished jobs stay visible to squeue/scontrol this long. The plugin's squeue status mode needs it well
 # above its longest poll interval (180 s) and above 3 x --slurm-init-seconds-before-status-checks,
-# or it silently falls back to sacct, which has nothing to read without an accounting database.
+# or it falls back to sacct by itself, which has nothing to read without an accounting database.
 MIN_JOB_AGE = 600
 
 
@@ -54,6 +54,7 @@ class SlurmCluster:
         return subprocess.run(list(args), env=self.env, capture_output=True, text=True, check=check, timeout=60)
 
     def log_tails(self, lines: int = 40) -> str:
+        """The last lines of every daemon log (for failure messages)."""
         out = []
         for name, path in self.logs.items():
             text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else ["(missing)"]
@@ -74,8 +75,6 @@ def _install() -> float:
     missing = _missing_binaries()
     if not missing:
         return 0.0
-    if os.geteuid() != 0:
-        pytest.skip(f"Slurm binaries missing ({', '.join(missing)}) and not root, cannot apt-get install {PACKAGES}")
     apt = shutil.which("apt-get")
     if apt is None:
         pytest.skip(f"Slurm binaries missing ({', '.join(missing)}) and apt-get unavailable")
@@ -130,7 +129,7 @@ SlurmdPidFile={root}/run/slurmd.pid
 SlurmctldLogFile={root}/log/slurmctld.log
 SlurmdLogFile={root}/log/slurmd.log
 SlurmctldDebug=info
-SlurmdDebug=debug2
+SlurmdDebug=info
 # No accounting database (like the clusters the profile's no-accounting notes are about):
 # sacct/sacctmgr have nothing to read, job status comes from slurmctld via squeue.
 AccountingStorageType=accounting_storage/none
@@ -159,6 +158,22 @@ PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP
     return conf
 
 
+def write_srun_wrapper(root: Path, conf: Path) -> Path:
+    """A ``bin/srun`` that sets SLURM_CONF before running the real srun; returns the ``bin`` dir.
+
+    The jobstep plugin (snakemake-executor-plugin-slurm-jobstep 0.6.1) starts each job inside an
+    allocation with ``srun``, after dropping every SLURM_* variable but the job's identity, SLURM_CONF
+    included. A real cluster has /etc/slurm/slurm.conf (or configless slurmd) for that srun to find;
+    this one has only the temp config, and /etc is left alone, so the test puts this wrapper first on PATH.
+    """
+    bin_dir = root / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    wrapper = bin_dir / "srun"
+    wrapper.write_text(f'#!/bin/sh\nSLURM_CONF="{conf}" exec "{_which("srun")}" "$@"\n')
+    wrapper.chmod(0o755)
+    return bin_dir
+
+
 def _stop(processes: list[subprocess.Popen]) -> None:
     for process in reversed(processes):
         if process.poll() is None:
@@ -174,6 +189,8 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: apt-get installs slurm-wlm/munge if missing, slurmctld/slurmd run as root")
     install_seconds = _install()
     start = time.monotonic()
     root = tmp_path_factory.mktemp("slurm")
@@ -181,16 +198,17 @@ def slurm_cluster(tmp_path_factory):
     cpus = os.cpu_count() if not hasattr(os, "sched_getaffinity") else len(os.sched_getaffinity(0))
     memory_mb = max(1024, int(_memory_mb() * 0.8))
     conf = write_config(root, host, cpus, memory_mb)
-    env = {**os.environ, "SLURM_CONF": str(conf), "PATH": f"{os.environ.get('PATH', '')}:{SBIN_PATH}"}
-    logs = {"munged": root / "log" / "munged.log", "slurmctld": root / "log" / "slurmctld.log",
-            "slurmd": root / "log" / "slurmd.log"}
+    bin_dir = write_srun_wrapper(root, conf)
+    env = {**os.environ, "SLURM_CONF": str(conf), "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}:{SBIN_PATH}"}
+    logs = {name: root / "log" / name for name in
+            ("munged.stdout", "slurmctld.log", "slurmctld.stdout", "slurmd.log", "slurmd.stdout")}
 
     key = root / "run" / "munge.key"
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
     daemons = {
         "munged": [_which("munged"), "--foreground", "--force", f"--key-file={key}", f"--socket={root}/run/munge.socket",
-                   f"--pid-file={root}/run/munged.pid", f"--log-file={logs['munged']}", f"--seed-file={root}/run/munge.seed"],
+                   f"--pid-file={root}/run/munged.pid", f"--seed-file={root}/run/munge.seed"],
         "slurmctld": [_which("slurmctld"), "-D", "-c", "-f", str(conf)],
         "slurmd": [_which("slurmd"), "-D", "-f", str(conf), "-N", host],
     }
@@ -199,7 +217,7 @@ def slurm_cluster(tmp_path_factory):
                            install_seconds=install_seconds, startup_seconds=0.0, env=env, logs=logs)
     try:
         for name, command in daemons.items():
-            out = open(root / "log" / f"{name}.stdout", "w")
+            out = open(logs[f"{name}.stdout"], "w")
             processes.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
                                               stdin=subprocess.DEVNULL, start_new_session=True))
             out.close()
@@ -226,14 +244,8 @@ def _wait_for(condition, timeout: float, what: str, processes: list[subprocess.P
     while time.monotonic() < deadline:
         dead = [p.args[0] for p in processes if p.poll() is not None]
         if dead:
-            raise RuntimeError(f"{dead} exited while waiting for {what}\n{_daemon_output(cluster)}")
+            raise RuntimeError(f"{dead} exited while waiting for {what}\n{cluster.log_tails()}")
         if condition():
             return
         time.sleep(0.5)
-    raise TimeoutError(f"no {what} after {timeout}s\n{_daemon_output(cluster)}")
-
-
-def _daemon_output(cluster: SlurmCluster) -> str:
-    stdouts = {p.stem + " stdout": p for p in sorted((cluster.root / "log").glob("*.stdout"))}
-    return SlurmCluster.log_tails(cluster) + "\n" + "\n".join(
-        f"--- {name} ---\n{path.read_text(errors='replace')[-3000:]}" for name, path in stdouts.items())
+    raise TimeoutError(f"no {what} after {timeout}s\n{cluster.log_tails()}")

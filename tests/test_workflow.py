@@ -110,7 +110,7 @@ def test_every_job_left_a_provenance_record(tiny_run, truth):
     rules = {path.parent.name for path in records}
     assert rules == {"synth_ct", "index", "export_series", "convert", "ingest_qc", "exclusions", "labels", "template",
                      "register", "registration_qc", "truth_mask", "preprocess", "preprocess_qc", "splits",
-                     "preprocessing_montage"}
+                     "preprocessing_montage", "train_classifier", "predict_classifier", "classification_report"}
     candidates = pd.read_csv(tiny_run / "results" / DATASET / "index" / "series.tsv", sep="\t").verdict.eq("candidate").sum()
     assert sum(path.parent.name == "convert" for path in records) == candidates
 

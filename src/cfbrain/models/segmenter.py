@@ -1,4 +1,4 @@
-"""The lesion segmenter that scores counterfactuals (thesis 000 §4.1: does the edit contain the lesion it was asked for?).
+"""The lesion segmenter that scores counterfactuals (thesis 000 §4.1: does an edit hold the lesion it was asked for?).
 
 A MONAI ``UNet`` (2-D, residual units) with two output classes (background, lesion), trained with
 Dice + cross-entropy (the fixed loss of nnU-Net) on the training split of the real slices. Input: image

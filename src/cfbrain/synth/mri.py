@@ -36,12 +36,13 @@ noise, the images are
     healthy  h(x) = | b(x) H(x) + n1(x) + i n2(x) |
     lesioned y(x) = | b(x) [ (1 - l(x)) H(x + u(x)) + lesion intensities ] + n1(x) + i n2(x) |
 
-with the same ``b, n1, n2``: outside the lesion ``l`` and the support of the displacement ``u`` the two
-images are identical, so ``y - h`` is exactly the pathology's direct plus indirect effect.
-``u`` (backward displacement: the lesioned image at ``x`` shows the healthy anatomy at ``x + u(x)``) is a
-sum of smooth terms, each the normalised gradient of a Gaussian-blurred indicator (truncated at 3 sigma, so
-the field is exactly zero away from the structures), scaled in mm, times a brain weight that is zero outside
-the brain (skull and scalp never move):
+with the same ``b, n1, n2``: beyond 2 voxels of the lesion mask (where its soft edge ends) and outside the
+support of the displacement ``u`` the two images are identical, so ``y - h`` is exactly the pathology's
+direct plus indirect effect. ``u`` (backward displacement: the lesioned image at ``x`` shows the healthy
+anatomy at ``x + u(x)``) is a sum of smooth terms, each the normalised gradient of a Gaussian-blurred
+indicator, scaled in mm, times a brain weight that is zero outside the brain and in its outer 2 voxels
+(skull and scalp never move). The blur is truncated at 3 sigma, so a term is exactly zero beyond the cube
+of half-width 3 sigma (plus one voxel) around its structure:
 
 * stroke: local atrophy, tissue pulled towards the infarct (``-grad G*lesion``), and ex-vacuo enlargement
   of the ipsilateral lateral ventricle (``+grad G*ventricle``); the infarct itself is T1-hypointense;
@@ -49,8 +50,10 @@ the brain (skull and scalp never move):
   (``-grad G*ventricle``) and a midline shift (a compact lateral bump between tumour and midline); the
   lesion has a dark necrotic core, a bright enhancing rim and a mildly hypointense oedema.
 
-Amplitudes are drawn from the config ranges (given for a 20 ml lesion) and scaled by the cube root of the
-lesion volume over 20 ml. Every draw comes from ``numpy`` generators seeded by (seed, purpose, index).
+Kernel widths: 5 mm (stroke pull), 4 mm (ventricles), 0.6 x the tumour's outer radius (mass effect),
+14 mm (midline bump). Amplitudes are drawn from the config ranges (given for a 20 ml lesion) and scaled by
+the cube root of the lesion volume over 20 ml. Every draw comes from ``numpy`` generators seeded by
+(seed, purpose, index); images are stored as int16 with scale slope 0.001 (loaders apply it).
 """
 from __future__ import annotations
 
@@ -77,7 +80,6 @@ from cfbrain.synth.anatomy import HeadModel, Region
 
 log = logging.getLogger(__name__)
 
-KINDS = ("healthy", "stroke", "tumour")
 DATASETS = {"stroke": "atlas", "tumour": "brats"}
 """Dataset name -> folder under the cohort root (its layout follows ATLAS v2.0 / BraTS 2023)."""
 SLICE_INDEX = 47
@@ -258,8 +260,11 @@ def plan_mri_cohort(cfg: SynthMRIConfig, model: HeadModel | None = None) -> list
             [rng.normal(0.0, 2.0, (n_waves, 3)), rng.uniform(0.0, 2 * np.pi, n_waves),
              rng.uniform(-1.0, 1.0, n_waves) * cfg.bias_amplitude / n_waves]))
         lesion_rng = _rng(cfg.seed, kind, index)
-        lesion = {"healthy": lambda: None, "stroke": lambda: _plan_stroke(cfg, model, lesion_rng),
-                  "tumour": lambda: _plan_tumour(cfg, model, lesion_rng)}[kind]()
+        lesion = None
+        if kind == "stroke":
+            lesion = _plan_stroke(cfg, model, lesion_rng)
+        elif kind == "tumour":
+            lesion = _plan_tumour(cfg, model, lesion_rng)
         plans.append(SubjectPlan(
             seed=cfg.seed, index=index, subject=f"s{index + 1:03d}", dataset=dataset, kind=kind, placement=placement,
             noise_sigma=float(rng.uniform(*cfg.noise_sigma)), bias=bias,
@@ -270,6 +275,14 @@ def plan_mri_cohort(cfg: SynthMRIConfig, model: HeadModel | None = None) -> list
 
 def _size_factor(volume_ml: float) -> float:
     return float(np.cbrt(volume_ml / _REFERENCE_LESION_ML))
+
+
+def _first_candidates(*masks: np.ndarray) -> np.ndarray:
+    """(K, 3) voxel indices of the first mask with any voxel set (the last one must have some)."""
+    for mask in masks:
+        if mask.any():
+            return np.argwhere(mask)
+    raise ValueError("no candidate voxel for a lesion centre")
 
 
 def _near_slice(model: HeadModel, window_mm: float) -> np.ndarray:
@@ -288,8 +301,8 @@ def _plan_stroke(cfg: SynthMRIConfig, model: HeadModel, rng: np.random.Generator
     region = anatomy.territory_regions(model)[territory, hemisphere]
     depth = ndimage.distance_transform_edt(region.values)
     near = _near_slice(model, cfg.lesion_slice_window_mm)[..., region.offset[2]:region.offset[2] + depth.shape[2]]
-    deep = (depth >= 0.3 * depth.max()) & near
-    candidates = np.argwhere(deep if deep.any() else region.values & near)
+    deep = depth >= 0.3 * depth.max()
+    candidates = _first_candidates(deep & near, region.values & near, deep)
     centre = candidates[rng.integers(len(candidates))] + np.asarray(region.offset)
     factor = _size_factor(volume)
     return StrokePlan(
@@ -311,12 +324,8 @@ def _plan_tumour(cfg: SynthMRIConfig, model: HeadModel, rng: np.random.Generator
     side = 1.0 if hemisphere == "right" else -1.0
     allowed = ((model.labels == anatomy.TISSUE_WM) & (x * side >= 12.0) & _near_slice(model, cfg.lesion_slice_window_mm)
                & ~_ventricles(model))
-    for margin in (radius + oedema + 4.0, radius + 4.0, radius):
-        candidates = np.argwhere(allowed & (depth_mm >= margin))
-        if len(candidates):
-            break
-    else:
-        candidates = np.argwhere(allowed)
+    candidates = _first_candidates(*(allowed & (depth_mm >= margin)
+                                     for margin in (radius + oedema + 4.0, radius + 4.0, radius)), allowed)
     centre = candidates[rng.integers(len(candidates))]
     volume = 4.0 / 3.0 * np.pi * (radius + oedema) ** 3 / 1000.0
     factor = _size_factor(volume)
@@ -399,9 +408,10 @@ def output_grid() -> tuple[tuple[int, int, int], np.ndarray]:
 
 
 def _indicator_gradient(indicator: np.ndarray, sigma_vox: float) -> np.ndarray:
-    """(3, ...) gradient of the Gaussian-blurred indicator (truncated at 3 sigma), max magnitude 1.
+    """(3, ...) gradient of the Gaussian-blurred indicator, normalised to max magnitude 1.
 
-    Points towards the structure; zero further than 3 sigma + 1 voxel from it.
+    Points towards the structure. The separable blur is truncated at 3 sigma, so the result is zero outside
+    the cube of half-width round(3 sigma) + 1 voxels around every voxel of the structure.
     """
     blurred = ndimage.gaussian_filter(indicator.astype(np.float32), sigma_vox, truncate=_FIELD_TRUNCATE)
     gradient = np.stack(np.gradient(blurred)).astype(np.float32)
@@ -410,8 +420,9 @@ def _indicator_gradient(indicator: np.ndarray, sigma_vox: float) -> np.ndarray:
 
 
 def _brain_weight(brain: np.ndarray) -> np.ndarray:
-    """Smooth weight in [0, 1], exactly 0 outside the brain (and in its outermost voxel)."""
-    core = ndimage.binary_erosion(brain, iterations=_BRAIN_WEIGHT_EROSION)
+    """Smooth weight in [0, 1], exactly 0 outside the brain and in its outermost 2 voxels (a full-cube
+    erosion by 3 voxels, blurred by a Gaussian of 1 voxel truncated at 2 voxels)."""
+    core = ndimage.binary_erosion(brain, structure=np.ones((3, 3, 3), bool), iterations=_BRAIN_WEIGHT_EROSION)
     return ndimage.gaussian_filter(core.astype(np.float32), 1.0, truncate=2.0)
 
 
@@ -500,19 +511,21 @@ def _template_coords(model: HeadModel, plan: SubjectPlan, output_vox: np.ndarray
     if plan.atrophy_mm > 0:
         field = _atrophy_region(model)
         scale = plan.atrophy_mm / model.voxel_mm
-        coords = coords + scale * np.stack([_region_on_grid(component, field.offset, coords)
-                                            for component in field.values])
+        coords = coords + scale * _region_on_grid(field.values, field.offset, coords)
     return coords
 
 
 def _region_on_grid(values: np.ndarray, offset: tuple[int, ...], coords: np.ndarray) -> np.ndarray:
-    """(N,) trilinear samples of a box-cropped template map (a, b, c) at (3, N) padded-template
-    coordinates; 0 outside the box (only points inside it are interpolated)."""
+    """Trilinear samples of a box-cropped template map (a, b, c) -> (N,), or of each channel of (C, a, b, c)
+    -> (C, N), at (3, N) padded-template coordinates; 0 outside the box (only points inside are interpolated)."""
+    channels = values.reshape(-1, *values.shape[-3:]).astype(np.float32)
     shifted = coords - np.asarray(offset, np.float32)[:, None]
-    inside = np.all((shifted > -1.0) & (shifted < np.asarray(values.shape, np.float32)[:, None]), axis=0)
-    samples = np.zeros(coords.shape[1], np.float32)
-    samples[inside] = _sample(values.astype(np.float32), shifted[:, inside])
-    return samples
+    inside = np.all((shifted > -1.0) & (shifted < np.asarray(channels.shape[1:], np.float32)[:, None]), axis=0)
+    shifted = shifted[:, inside]
+    samples = np.zeros((len(channels), coords.shape[1]), np.float32)
+    for channel, volume in enumerate(channels):
+        samples[channel, inside] = _sample(volume, shifted)
+    return samples.reshape(*values.shape[:-3], coords.shape[1])
 
 
 def _bias_field(plan: SubjectPlan, shape: tuple[int, ...]) -> np.ndarray:
@@ -539,7 +552,8 @@ def _stroke_region(model: HeadModel, lesion: StrokePlan, rng: np.random.Generato
                           int(_STROKE_MAX_TERRITORY_FILL * inside.sum())))
     chosen = np.zeros(score.size, bool)
     chosen[np.argpartition(-score.ravel(), n_voxels - 1)[:n_voxels]] = True
-    soft = ndimage.gaussian_filter(chosen.reshape(inside.shape).astype(np.float32), 0.5 * _EDGE_MM / model.voxel_mm)
+    soft = ndimage.gaussian_filter(chosen.reshape(inside.shape).astype(np.float32), 0.5 * _EDGE_MM / model.voxel_mm,
+                                   truncate=2.0)  # compact edge: the soft lesion ends within 1 voxel
     return Region(offset=region.offset, values=soft)
 
 
@@ -570,11 +584,9 @@ def render_subject(model: HeadModel, plan: SubjectPlan) -> RenderedSubject:
     """Render one subject's images, masks and true displacement on the output grid (module docstring)."""
     shape, _ = output_grid()
     voxels = np.indices(shape, dtype=np.float32).reshape(3, -1)
-    anatomy_image = _anatomy_image(model)
-    brain_float = model.brain.astype(np.float32)
     coords = _template_coords(model, plan, voxels)
-    healthy_clean = _sample(anatomy_image, coords).reshape(shape)
-    healthy_brain = (_sample(brain_float, coords) > 0.5).reshape(shape)
+    healthy_clean = _sample(_anatomy_image(model), coords).reshape(shape)
+    healthy_brain = (_sample(model.brain.astype(np.float32), coords) > 0.5).reshape(shape)
 
     rng = _rng(plan.seed, "pixels", plan.index)
     bias = _bias_field(plan, shape)
@@ -590,33 +602,49 @@ def render_subject(model: HeadModel, plan: SubjectPlan) -> RenderedSubject:
                                displacement_mm=np.zeros((3, *shape), np.float32))
 
     compartments = _lesion_compartments(model, plan, coords, shape)
+    lesion_mask = (sum(compartments.values()) > 0.5) & healthy_brain
+    # the soft edge is painted only next to the mask, so y = h beyond 2 voxels of it (outside u's support)
+    near_lesion = ndimage.binary_dilation(lesion_mask, np.ones((3, 3, 3), bool), iterations=2)
+    compartments = {name: fraction * near_lesion for name, fraction in compartments.items()}
     whole = sum(compartments.values())
-    lesion_mask = (whole > 0.5) & healthy_brain
-    hemisphere = plan.lesion.hemisphere
     ventricle_region = _ventricle_region(model)
     ventricles = (_region_on_grid(ventricle_region.values, ventricle_region.offset, coords) > 0.5).reshape(shape)
-    ventricles_ipsi = ventricles & _hemisphere_mask(shape, hemisphere)
+    ventricles_ipsi = ventricles & _hemisphere_mask(shape, plan.lesion.hemisphere)
     voxel_mm = float(abs(output_grid()[1][0, 0]))
     field = indirect_effect_field(plan, lesion_mask, ventricles_ipsi, healthy_brain,
                                   _lesion_centre_output_voxel(model, plan), voxel_mm)
 
+    deformed_clean, deformed_brain = _deform(model, plan, healthy_clean, healthy_brain, field)
+    lesioned_clean = _paint_lesion(plan, deformed_clean, compartments, whole)
+    return RenderedSubject(image=observe(lesioned_clean), healthy=healthy,
+                           labels=_lesion_labels(plan, compartments, lesion_mask),
+                           brain_mask=deformed_brain | lesion_mask, healthy_brain_mask=healthy_brain,
+                           displacement_mm=field * voxel_mm)
+
+
+def _deform(model: HeadModel, plan: SubjectPlan, healthy_clean: np.ndarray, healthy_brain: np.ndarray,
+            field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free anatomy and brain mask at ``x + u(x)``: resampled from the template where ``u`` is nonzero,
+    copied from the healthy subject elsewhere."""
     moved = np.abs(field).sum(axis=0) > 0
     deformed_clean, deformed_brain = healthy_clean.copy(), healthy_brain.copy()
     if moved.any():
         displaced = np.argwhere(moved).T.astype(np.float32) + field[:, moved]
         displaced_coords = _template_coords(model, plan, displaced)
-        deformed_clean[moved] = _sample(anatomy_image, displaced_coords)
-        deformed_brain[moved] = _sample(brain_float, displaced_coords) > 0.5
-    lesioned_clean = _paint_lesion(plan, deformed_clean, compartments, whole)
-    labels = np.zeros(shape, np.uint8)
+        deformed_clean[moved] = _sample(_anatomy_image(model), displaced_coords)
+        deformed_brain[moved] = _sample(model.brain.astype(np.float32), displaced_coords) > 0.5
+    return deformed_clean, deformed_brain
+
+
+def _lesion_labels(plan: SubjectPlan, compartments: dict[str, np.ndarray], lesion_mask: np.ndarray) -> np.ndarray:
+    """uint8 labels in the mask: 1 for an infarct, the dominant compartment's BraTS label for a tumour."""
+    labels = np.zeros(lesion_mask.shape, np.uint8)
     if isinstance(plan.lesion, StrokePlan):
         labels[lesion_mask] = 1
     else:
         dominant = np.argmax(np.stack([compartments[k] for k in BRATS_LABELS]), axis=0)
         labels[lesion_mask] = np.asarray(list(BRATS_LABELS.values()), np.uint8)[dominant[lesion_mask]]
-    return RenderedSubject(image=observe(lesioned_clean), healthy=healthy, labels=labels,
-                           brain_mask=deformed_brain | lesion_mask, healthy_brain_mask=healthy_brain,
-                           displacement_mm=field * voxel_mm)
+    return labels
 
 
 def _hemisphere_mask(shape: tuple[int, ...], hemisphere: str) -> np.ndarray:

@@ -1,0 +1,191 @@
+"""Score counterfactuals (thesis 000 Tables 5.1-5.8 plus the synthetic-truth scores) and render the table
+and the figure grid.
+
+Per method (:func:`evaluate_counterfactuals`), with ``S`` the segmentation of the counterfactuals (the
+pipeline's segmenter, or nnU-Net masks read with :func:`cfbrain.counterfactual.nnunet.read_predicted_masks`)
+and ``P`` the conditioning mask (lesion mask, or its box for ``*_box`` methods):
+
+* ``fid_mean``/``fid_std``: FID of the counterfactuals against the real pathological test slices, the
+  real set bootstrapped (:func:`cfbrain.metrics.generative.bootstrap_fid`); ``kid_mean``/``kid_std``;
+* ``dice``: Dice(S, P) for mask conditioning; for box conditioning the thesis's box Dice, Dice(box(S), P);
+* ``box_dice``, ``box_iou``: Dice and IoU of box(S) against box(P) (Tables 5.4, 5.8);
+* ``dice_x_fid``: (1 - ``dice``) x ``fid_mean``;
+* ``indirect_effect`` (mean over images with an indirect-effect region, ``n_indirect`` of them) and
+  ``fidelity_error`` (mean): :mod:`cfbrain.metrics.counterfactual`, against the triplet's true lesion
+  mask (never the box) and the prior's brain mask; the indirect-effect score needs counterpart triplets.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from cfbrain.counterfactual.methods import BASE_METHODS, CounterfactualSet, ablation_methods, parse_method
+from cfbrain.counterfactual.triplets import Triplets
+from cfbrain.metrics.classification import format_markdown
+from cfbrain.metrics.counterfactual import fidelity_error, indirect_effect_score
+from cfbrain.metrics.generative import generative_scores
+from cfbrain.metrics.segmentation import box_scores, dice, dice_fid_product
+
+log = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS = ["method", "n", "fid_mean", "fid_std", "kid_mean", "kid_std", "dice", "box_dice", "box_iou",
+                   "dice_x_fid", "indirect_effect", "n_indirect", "fidelity_error", "evaluations"]
+PER_IMAGE_COLUMNS = ["method", "index", "prior_scan", "mask_scan", "dice", "box_dice", "box_iou",
+                     "indirect_effect", "fidelity_error"]
+METHOD_LABELS = {"palette": "Palette", "naive_repaint": "Naïve RePaint", "sdedit": "SDEdit", "mededit": "MedEdit"}
+
+
+def evaluate_counterfactuals(result: CounterfactualSet, triplets: Triplets, predicted_masks: np.ndarray,
+                             real_features: np.ndarray, fake_features: np.ndarray, *, n_bootstrap: int = 10,
+                             kid_subsets: int = 100, seed: int = 0) -> tuple[dict, pd.DataFrame]:
+    """Summary row (SUMMARY_COLUMNS) and per-image table (PER_IMAGE_COLUMNS) of one method (module docstring).
+
+    Args:
+        result: the method's counterfactuals, made from ``triplets``.
+        predicted_masks: (N, H, W) lesion segmentation of ``result.counterfactual``.
+        real_features, fake_features: (N_real, d) and (N, d) features of the real pathological test slices
+            and of the counterfactuals (:func:`cfbrain.metrics.generative.extract_features`).
+    """
+    if not np.array_equal(result.prior_scan, triplets.prior_scan) or not np.array_equal(result.mask_scan,
+                                                                                         triplets.mask_scan):
+        raise ValueError(f"{result.method}: counterfactuals were not made from these triplets")
+    spec = parse_method(result.method)
+    boxes = box_scores(predicted_masks, result.mask)
+    mask_dice = boxes["box_dice"] if spec.box else dice(predicted_masks, result.mask)
+    common = {"healthy": triplets.prior, "counterfactual": result.counterfactual,
+              "lesion_mask": triplets.lesion_mask, "brain_mask": triplets.brain_mask}
+    fidelity = fidelity_error(**common, lesioned=triplets.lesioned)
+    indirect = (indirect_effect_score(**common, lesioned=triplets.lesioned) if triplets.lesioned is not None
+                else np.full(len(triplets), np.nan))
+    realism = generative_scores(real_features, fake_features, n_bootstrap=n_bootstrap, kid_subsets=kid_subsets,
+                                seed=seed)
+    summary = {
+        "method": result.method, "n": len(triplets), **realism, "dice": float(np.mean(mask_dice)),
+        "box_dice": float(np.mean(boxes["box_dice"])), "box_iou": float(np.mean(boxes["box_iou"])),
+        "dice_x_fid": dice_fid_product(float(np.mean(mask_dice)), realism["fid_mean"]),
+        "indirect_effect": float(np.nanmean(indirect)) if np.isfinite(indirect).any() else np.nan,
+        "n_indirect": int(np.isfinite(indirect).sum()), "fidelity_error": float(np.nanmean(fidelity)),
+        "evaluations": result.evaluations,
+    }
+    per_image = pd.DataFrame({
+        "method": result.method, "index": np.arange(len(triplets)), "prior_scan": triplets.prior_scan,
+        "mask_scan": triplets.mask_scan, "dice": mask_dice, "box_dice": boxes["box_dice"],
+        "box_iou": boxes["box_iou"], "indirect_effect": indirect, "fidelity_error": fidelity,
+    }, columns=PER_IMAGE_COLUMNS)
+    log.info("%s: FID %.3f ± %.3f, Dice %.3f, indirect %.3f, fidelity error %.4f", result.method,
+             summary["fid_mean"], summary["fid_std"], summary["dice"], summary["indirect_effect"],
+             summary["fidelity_error"])
+    return summary, per_image
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _mean_std(mean: float, std: float) -> str:
+    """Three significant digits: FID/KID scales depend on the feature extractor."""
+    return f"{mean:.3g} ± {std:.2g}"
+
+
+def _cell(value: float, decimals: int) -> str:
+    return "–" if pd.isna(value) else f"{value:.{decimals}f}"
+
+
+_FORMATS = {
+    "dice_x_fid": lambda r: f"{r['dice_x_fid']:.3g}", "fid": lambda r: _mean_std(r["fid_mean"], r["fid_std"]),
+    "kid": lambda r: _mean_std(r["kid_mean"], r["kid_std"]), "dice": lambda r: _cell(r["dice"], 3),
+    "box_iou": lambda r: _cell(r["box_iou"], 3), "indirect_effect": lambda r: _cell(r["indirect_effect"], 3),
+    "fidelity_error": lambda r: _cell(r["fidelity_error"], 4),
+}
+"""Cell text of each table column key, from a summary row."""
+
+
+def _rows(summary: pd.DataFrame, first_header: str, names: dict[str, str], columns: dict[str, str]) -> str | None:
+    """Markdown table of the summary rows ``names`` (method -> row label) with ``columns`` (header -> key of
+    ``_FORMATS``); None if none of the methods was run."""
+    by_method = summary.set_index("method")
+    present = [(method, label) for method, label in names.items() if method in by_method.index]
+    if not present:
+        return None
+    table = pd.DataFrame([{first_header: label, **{header: _FORMATS[key](by_method.loc[method])
+                                                   for header, key in columns.items()}}
+                          for method, label in present])
+    return format_markdown(table)
+
+
+def mededit_markdown(summary: pd.DataFrame, title: str) -> str:
+    """``tables/mededit.md``: the mask- and box-conditioning tables and the two MedEdit ablations (those
+    whose methods are in ``summary``, a frame of SUMMARY_COLUMNS rows)."""
+    truth = {"Indirect effect ↑": "indirect_effect", "Fidelity error ↓": "fidelity_error"}
+    main = {"(1-Dice)×FID ↓": "dice_x_fid", "FID ↓": "fid", "KID ↓": "kid", "Dice ↑": "dice", **truth}
+    box = {"(1-Dice)×FID ↓": "dice_x_fid", "FID ↓": "fid", "KID ↓": "kid", "Dice ↑": "dice",
+           "IoU ↑": "box_iou", **truth}
+    ablation = {"FID ↓": "fid", "Dice ↑": "dice", **truth}
+    settings = ablation_methods()
+    sections = [
+        ("Mask conditioning (Tables 5.1, 5.5)", "Method", {m: METHOD_LABELS[m] for m in BASE_METHODS}, main),
+        ("Bounding-box conditioning, box Dice/IoU (Tables 5.4, 5.8)", "Method",
+         {f"{m}_box": METHOD_LABELS[m] for m in BASE_METHODS}, box),
+        ("MedEdit dilation kernel k, U = 4 (Tables 5.2, 5.6)", "k",
+         {name: str(k) for k, name in settings["kernel"].items()}, ablation),
+        ("MedEdit resampling steps U, k = 25 (Tables 5.3, 5.7)", "U",
+         {name: str(u) for u, name in settings["resample"].items()}, ablation),
+    ]
+    parts = [f"# {title}\n"]
+    for heading, first_header, names, columns in sections:
+        table = _rows(summary, first_header, names, columns)
+        if table is not None:
+            parts += [f"## {heading}\n", table]
+    parts.append("FID/KID: mean ± std over bootstrap runs of the real set / KID subsets. Dice: segmentation of "
+                 "the counterfactual against the conditioning mask (box rows: box fitted to the segmentation). "
+                 "Indirect effect (1 = the true indirect change reproduced, 0 = none) and fidelity error (mean "
+                 "|counterfactual - prior| where nothing should change) need synthetic counterpart triplets; "
+                 "definitions in cfbrain.metrics.counterfactual.\n")
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- figure
+
+
+def example_indices(lesion_mask: np.ndarray, n_examples: int) -> np.ndarray:
+    """Indices of ``n_examples`` triplets spread over the lesion sizes (evenly spaced in size order)."""
+    areas = np.asarray(lesion_mask).reshape(len(lesion_mask), -1).sum(axis=1)
+    order = np.argsort(areas, kind="stable")
+    picks = np.unique(np.round(np.linspace(0, len(order) - 1, min(n_examples, len(order)))).astype(int))
+    return order[picks]
+
+
+def figure_grid(results: Sequence[CounterfactualSet], triplets: Triplets, path: str | Path, *, n_examples: int = 4,
+                difference_limit: float = 0.5) -> None:
+    """Thesis Figure 5.1: per example row, the prior with the pathology mask outlined, the true lesioned
+    image (counterpart triplets), then for each method its counterfactual and the difference
+    ``counterfactual - prior`` (blue darker, red brighter, +-``difference_limit``). Written with Agg."""
+    rows = example_indices(triplets.lesion_mask, n_examples)
+    truth = triplets.lesioned is not None
+    n_cols = 1 + truth + 2 * len(results)
+    figure = Figure(figsize=(1.8 * n_cols, 1.9 * len(rows)))
+    axes = figure.subplots(len(rows), n_cols, squeeze=False)
+    for r, index in enumerate(rows):
+        panels = [("prior + mask", triplets.prior[index], "gray")]
+        if truth:
+            panels.append(("true lesioned", triplets.lesioned[index], "gray"))
+        for result in results:
+            label = METHOD_LABELS.get(result.method, result.method)
+            panels += [(label, result.counterfactual[index], "gray"),
+                       (f"{label} diff.", result.difference[index], "RdBu_r")]
+        for c, (label, image, cmap) in enumerate(panels):
+            axis = axes[r, c]
+            limits = (-difference_limit, difference_limit) if cmap == "RdBu_r" else (0.0, 1.0)
+            axis.imshow(image, cmap=cmap, vmin=limits[0], vmax=limits[1], interpolation="nearest")
+            if c == 0:
+                axis.contour(triplets.lesion_mask[index], levels=[0.5], colors="yellow", linewidths=0.6)
+            if r == 0:
+                axis.set_title(label, fontsize=7)
+            axis.set_xticks([])
+            axis.set_yticks([])
+    figure.tight_layout()
+    figure.savefig(path, dpi=150)

@@ -1,0 +1,211 @@
+"""Counterfactual scores on constructed cases, and the editing-experiment glue end to end on a fake denoiser."""
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cfbrain.counterfactual.evaluate import (SUMMARY_COLUMNS, evaluate_counterfactuals, example_indices, figure_grid,
+                                             mededit_markdown)
+from cfbrain.counterfactual.methods import (MethodSpec, ablation_methods, load_counterfactuals, parse_method,
+                                           run_method, save_counterfactuals)
+from cfbrain.counterfactual.nnunet import case_ids, export_for_nnunet, read_predicted_masks
+from cfbrain.counterfactual.triplets import counterpart_triplets, load_triplets, random_triplets, save_triplets
+from cfbrain.diffusion.schedule import NoiseSchedule
+from cfbrain.metrics.counterfactual import fidelity_error, indirect_effect_region, indirect_effect_score
+from cfbrain.preprocess.mri import MRISliceSet
+from cfbrain.synth.mri import TruthSlices
+
+SIZE = 24
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def constructed_case(n: int = 3):
+    """Healthy h with a lesion L and, away from it, a 'ventricle' enlarged by 0.3 in y (the indirect effect)."""
+    rng = np.random.default_rng(0)
+    healthy = (0.5 + 0.02 * rng.standard_normal((n, SIZE, SIZE))).astype(np.float32)
+    lesion = np.zeros((n, SIZE, SIZE), np.uint8)
+    lesion[:, 4:8, 4:8] = 1
+    lesioned = healthy.copy()
+    lesioned[:, 4:8, 4:8] -= 0.3
+    lesioned[:, 14:20, 12:18] -= 0.3
+    brain = np.zeros((n, SIZE, SIZE), np.uint8)
+    brain[:, 1:-1, 1:-1] = 1
+    return healthy, lesioned, lesion, brain
+
+
+def test_indirect_effect_score_on_constructed_cases():
+    healthy, lesioned, lesion, brain = constructed_case()
+    region = indirect_effect_region(healthy, lesioned, lesion, brain)
+    assert region[:, 16, 14].all() and not region[:, 5, 5].any() and not region[:, 0, 0].any()
+
+    def score(counterfactual):
+        return indirect_effect_score(healthy, lesioned, counterfactual, lesion, brain)
+
+    np.testing.assert_allclose(score(lesioned), 1.0)
+    np.testing.assert_allclose(score(healthy), 0.0)
+    np.testing.assert_allclose(score(healthy + 0.5 * (lesioned - healthy)), 0.5)  # half the change: half the score
+    np.testing.assert_allclose(score(healthy + 3.0 * (lesioned - healthy)), 0.0)  # worse than nothing: clipped
+    only_lesion = healthy.copy()
+    only_lesion[:, 4:8, 4:8] -= 0.3
+    np.testing.assert_allclose(score(only_lesion), 0.0)  # the direct effect alone earns nothing here
+    assert np.isnan(indirect_effect_score(healthy, only_lesion, lesioned, lesion, brain)).all()  # no indirect effect
+
+
+def test_fidelity_error_counts_change_only_where_none_should_happen():
+    healthy, lesioned, lesion, brain = constructed_case()
+
+    def error(counterfactual, truth=lesioned):
+        return fidelity_error(healthy, counterfactual, lesion, brain, lesioned=truth)
+
+    np.testing.assert_allclose(error(healthy), 0.0)
+    np.testing.assert_allclose(error(lesioned), 0.0)
+    np.testing.assert_allclose(error(np.clip(healthy + 0.1, 0, 1)), 0.1, rtol=1e-5)
+    assert (error(lesioned, truth=None) > 0).all()  # without truth the indirect change counts as infidelity
+    outside_brain = healthy.copy()
+    outside_brain[:, 0, :] += 0.5
+    np.testing.assert_allclose(error(outside_brain), 0.0)
+
+
+def toy_slices(n_lesioned: int = 3, n_healthy: int = 2) -> MRISliceSet:
+    rng = np.random.default_rng(1)
+    n = n_lesioned + n_healthy
+    lesion = np.zeros((n, SIZE, SIZE), np.uint8)
+    for i in range(n_lesioned):
+        lesion[i, 6 + i:10 + 2 * i, 8:12 + i] = 1
+    brain = np.zeros((n, SIZE, SIZE), np.uint8)
+    brain[:, 2:-2, 3:-3] = 1
+    return MRISliceSet(dataset="toy", scan=np.array([f"scan{i}" for i in range(n)]),
+                       image=(rng.random((n, SIZE, SIZE)) * brain).astype(np.float32), lesion_mask=lesion,
+                       brain_mask=brain)
+
+
+def zeros_eps(x_t, t, cond):
+    return torch.zeros_like(x_t)
+
+
+FAST = {"schedule": NoiseSchedule(), "stride": 400}
+
+
+def test_random_triplets_pair_masks_with_healthy_priors(tmp_path):
+    slices = toy_slices()
+    triplets = random_triplets(slices, ["scan0", "scan1", "scan2"], ["scan3", "scan4"], seed=0)
+    assert triplets.mask_scan.tolist() == ["scan0", "scan1", "scan2"]
+    assert set(triplets.prior_scan) <= {"scan3", "scan4"} and triplets.lesioned is None
+    np.testing.assert_array_equal(triplets.lesion_mask, slices.lesion_mask[:3])
+    again = random_triplets(slices, ["scan0", "scan1", "scan2"], ["scan3", "scan4"], seed=0)
+    np.testing.assert_array_equal(again.prior_scan, triplets.prior_scan)
+    one_each = random_triplets(slices, ["scan0", "scan1"], ["scan3", "scan4"], seed=5)
+    assert sorted(one_each.prior_scan) == ["scan3", "scan4"]
+    with pytest.raises(ValueError, match="lesion-free"):
+        random_triplets(slices, ["scan0"], ["scan1"], seed=0)
+    with pytest.raises(ValueError, match="non-empty lesion"):
+        random_triplets(slices, ["scan3"], ["scan4"], seed=0)
+    path = tmp_path / "triplets.npz"
+    save_triplets(path, triplets)
+    loaded = load_triplets(path)
+    assert loaded.mode == "random" and loaded.lesioned is None
+    np.testing.assert_array_equal(loaded.prior, triplets.prior)
+    boxes = triplets.pathology_mask(box=True)
+    assert (boxes >= triplets.lesion_mask).all() and boxes.dtype == np.uint8
+
+
+def test_method_names():
+    assert parse_method("mededit") == MethodSpec(name="mededit", base="mededit", box=False, kernel_size=25,
+                                                 resample_steps=4)
+    box = parse_method("mededit_box")
+    assert box.box and box.kernel_size == 20 and box.network == "mededit_box"
+    assert parse_method("palette_box").network == "palette_box" and parse_method("sdedit").network == "mededit"
+    assert parse_method("naive_repaint").resample_steps == 3 and parse_method("palette").network == "palette"
+    assert parse_method("sdedit_box").kernel_size is None
+    for bad in ("sdedit_k10", "palette_u2", "medit", "mededit_box_u"):
+        with pytest.raises(ValueError):
+            parse_method(bad)
+    settings = ablation_methods()
+    assert settings["kernel"] == {10: "mededit_k10", 15: "mededit_k15", 20: "mededit_k20", 25: "mededit"}
+    assert settings["resample"][4] == "mededit" and settings["resample"][1] == "mededit_u1"
+
+
+def test_results_do_not_depend_on_the_batch_size():
+    triplets = random_triplets(toy_slices(), ["scan0", "scan1", "scan2"], ["scan3", "scan4"], seed=0)
+    models = {"mededit": zeros_eps, "palette": zeros_eps}
+    one = run_method("mededit_u1", models, triplets, batch_size=1, seed=7, **FAST)
+    three = run_method("mededit_u1", models, triplets, batch_size=3, seed=7, **FAST)
+    np.testing.assert_allclose(one.counterfactual, three.counterfactual, atol=1e-6)
+    assert one.evaluations == 3 * three.evaluations
+
+
+def test_experiment_end_to_end(tmp_path):
+    slices = toy_slices()
+    healthy, lesioned, lesion, brain = constructed_case(3)
+    truth = TruthSlices(dataset="toy", scan=np.array(["a", "b", "c"]), healthy=healthy, lesioned=lesioned,
+                        lesion_mask=lesion, healthy_brain_mask=brain, displacement_mm=np.zeros_like(healthy))
+    models = {network: zeros_eps for network in ("mededit", "palette", "mededit_box", "palette_box")}
+    rng = np.random.default_rng(2)
+    real_features = rng.normal(size=(6, 4))
+    for triplets in (random_triplets(slices, ["scan0", "scan1", "scan2"], ["scan3", "scan4"], seed=0),
+                     counterpart_triplets(truth, ["c", "a"])):
+        rows, per_image, results = [], [], []
+        for name in ("palette", "naive_repaint", "sdedit", "mededit", "mededit_box", "mededit_k10", "mededit_u2"):
+            result = run_method(name, models, triplets, batch_size=2, sdedit_ratio=0.6, **FAST)
+            assert result.counterfactual.shape == triplets.prior.shape
+            assert 0.0 <= result.counterfactual.min() and result.counterfactual.max() <= 1.0
+            path = tmp_path / f"{triplets.mode}_{name}.npz"
+            save_counterfactuals(path, result)
+            loaded = load_counterfactuals(path)
+            np.testing.assert_array_equal(loaded.counterfactual, result.counterfactual)
+            np.testing.assert_array_equal(loaded.difference, result.counterfactual - result.prior)
+            summary, images = evaluate_counterfactuals(loaded, triplets, result.mask, real_features,
+                                                       rng.normal(size=(len(triplets), 4)), n_bootstrap=3,
+                                                       kid_subsets=4)
+            rows.append(summary)
+            per_image.append(images)
+            results.append(loaded)
+        table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+        assert (table["dice"] == 1.0).all()  # the "segmentation" is the conditioning mask itself
+        naive = table.set_index("method").loc["naive_repaint"]
+        assert naive["fidelity_error"] == pytest.approx(0.0, abs=1e-6)  # inpaints the lesion only
+        if triplets.mode == "counterpart":
+            assert table["n_indirect"].eq(2).all() and table["indirect_effect"].between(0, 1).all()
+        else:
+            assert table["indirect_effect"].isna().all()
+        markdown = mededit_markdown(table, f"toy ({triplets.mode})")
+        for heading in ("Mask conditioning", "Bounding-box conditioning", "dilation kernel", "resampling steps"):
+            assert heading in markdown
+        assert "| Naïve RePaint |" in markdown and "| 10 |" in markdown and "| 2 |" in markdown
+        assert pd.concat(per_image)["method"].nunique() == 7
+        figure = tmp_path / f"grid_{triplets.mode}.png"
+        figure_grid(results[:4], triplets, figure, n_examples=2)
+        assert figure.stat().st_size > 1000
+
+
+def test_example_indices_spread_over_lesion_sizes():
+    masks = np.zeros((5, 4, 4))
+    for i, area in enumerate([3, 0, 5, 1, 8]):
+        masks[i].flat[:area] = 1
+    np.testing.assert_array_equal(example_indices(masks, 3), [1, 0, 4])  # smallest, median, largest
+    assert len(example_indices(masks, 10)) == 5
+
+
+def test_nnunet_round_trip(tmp_path):
+    images = np.random.default_rng(3).random((2, 8, 6)).astype(np.float32)
+    ids = case_ids("mededit", 2)
+    paths = export_for_nnunet(images, ids, tmp_path / "in")
+    assert [p.name for p in paths] == ["mededit_0000_0000.nii.gz", "mededit_0001_0000.nii.gz"]
+    predictions = tmp_path / "out"
+    predictions.mkdir()
+    for case, image in zip(ids, images):
+        nib.Nifti1Image((image[:, :, None] > 0.5).astype(np.uint8) * 2, np.eye(4)).to_filename(
+            predictions / f"{case}.nii.gz")
+    np.testing.assert_array_equal(read_predicted_masks(predictions, ids), (images > 0.5).astype(np.uint8))
+    with pytest.raises(FileNotFoundError):
+        read_predicted_masks(predictions, ["missing"])
