@@ -133,7 +133,8 @@ def test_code_change_reruns_exactly_its_rules(tiny_run, tmp_path):
     result = snakemake(tiny_run, "--dry-run", env_extra={"PYTHONPATH": str(package)})
     preprocessed = pd.read_csv(tiny_run / "results" / DATASET / "qc" / "preprocess.tsv", sep="\t").status.eq("kept").sum()
     assert _job_counts(result.stdout) == {"preprocess": preprocessed, "preprocess_qc": 1, "splits": 1,
-                                          "preprocessing_montage": 1, "exclusions": 1, "all": 1}
+                                          "preprocessing_montage": 1, "exclusions": 1, "train_classifier": 1,
+                                          "predict_classifier": 1, "classification_report": 1, "all": 1}
 
 
 def _job_counts(dry_run_output: str) -> dict[str, int]:
