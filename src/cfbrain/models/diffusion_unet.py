@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +37,7 @@ from cfbrain.diffusion.schedule import NoiseSchedule
 from cfbrain.preprocess.intensity import unit_to_diffusion
 from cfbrain.train.checkpoint import load_weights
 from cfbrain.train.config import Phase
+from cfbrain.settings import from_mapping
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,7 @@ class DiffusionUNetConfig:
     @classmethod
     def from_mapping(cls, values: Mapping) -> DiffusionUNetConfig:
         """From a config section (YAML lists become tuples); unknown keys are an error."""
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown diffusion UNet options: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        return from_mapping(cls, values, "diffusion UNet")
 
 
 def diffusion_unet(variant: Variant, config: DiffusionUNetConfig = DiffusionUNetConfig(),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,6 +32,7 @@ from torch import nn
 
 from cfbrain.train.checkpoint import load_weights
 from cfbrain.train.config import Phase
+from cfbrain.settings import from_mapping
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +157,7 @@ class AutoencoderConfig:
     @classmethod
     def from_mapping(cls, values: Mapping) -> AutoencoderConfig:
         """From a config section (YAML lists become tuples); unknown keys are an error."""
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown autoencoder options: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        return from_mapping(cls, values, "autoencoder")
 
 
 def _conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:

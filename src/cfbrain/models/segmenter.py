@@ -12,7 +12,7 @@ The thesis used nnU-Net; to score with nnU-Net instead, see :mod:`cfbrain.counte
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from torch import nn
 
 from cfbrain.train.checkpoint import load_weights
 from cfbrain.train.config import Phase
+from cfbrain.settings import from_mapping
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,7 @@ class SegmenterConfig:
     @classmethod
     def from_mapping(cls, values: Mapping) -> SegmenterConfig:
         """From a config section (YAML lists become tuples); unknown keys are an error."""
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown segmenter options: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        return from_mapping(cls, values, "segmenter")
 
 
 def lesion_segmenter(config: SegmenterConfig = SegmenterConfig()) -> UNet:

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -63,6 +63,7 @@ from cfbrain.preprocess.intensity import hu_to_unit
 from cfbrain.preprocess.masks import brain_mask, head_mask
 from cfbrain.preprocess.npz import read_npz, write_npz
 from cfbrain.preprocess.volume import Volume
+from cfbrain.settings import from_mapping
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,7 @@ class CTPreprocessConfig:
     @classmethod
     def from_mapping(cls, values: Mapping) -> "CTPreprocessConfig":
         """From a config section (YAML lists become tuples); unknown keys are an error."""
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown CT preprocessing options: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        return from_mapping(cls, values, "CT preprocessing")
 
 
 @dataclass(frozen=True)

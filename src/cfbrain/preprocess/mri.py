@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -53,6 +53,7 @@ from cfbrain.preprocess.errors import UNREADABLE_FILE_ERRORS, UnusableScan
 from cfbrain.preprocess.geometry import resize_planes
 from cfbrain.preprocess.npz import read_npz, write_npz
 from cfbrain.preprocess.volume import load_volume
+from cfbrain.settings import from_mapping
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,7 @@ class MRISliceSpec:
     @classmethod
     def from_mapping(cls, values: Mapping) -> "MRISliceSpec":
         """From a config section (YAML lists become tuples); unknown keys are an error."""
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown MRI slice options: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        return from_mapping(cls, values, "MRI slice")
 
 
 ATLAS_SPEC = MRISliceSpec("atlas", slice_index=95, percentile=98.0, pad_square=True, crop_hw=None)
