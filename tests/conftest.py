@@ -1,6 +1,9 @@
-"""Shared fixtures: small hand-made CT series for the ingest unit tests."""
+"""Shared fixtures: small hand-made CT series for the ingest unit tests, and the tiny workflow run."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +112,21 @@ def enhanced_ct(path: Path, n_frames: int = 26, n_rows: int = 16) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def snakemake(workdir: Path, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    """This repository's workflow on config/tiny.yaml in ``workdir``, with this venv's Python and tools."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env_extra or {})}
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--configfile", str(REPO / "config" / "tiny.yaml"), "--cores", "2", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The whole tiny workflow, run once per session (tests/test_workflow.py, tests/test_report.py).
+    Tests that share it must leave its files as they are (dry runs, reports written elsewhere)."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir

@@ -16,7 +16,6 @@ nothing under /etc is written, so a system Slurm or munge (if any) is left alone
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,9 +25,10 @@ from pathlib import Path
 
 import pytest
 
+from debian import SBIN_PATH, ensure_installed, which
+
 PACKAGES = ["slurm-wlm", "munge"]
 BINARIES = ["munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun"]
-SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
 PARTITION = "debug"
 # Finished jobs stay visible to squeue/scontrol this long. The plugin's squeue status mode needs it well
 # above its longest poll interval (180 s) and above 3 x --slurm-init-seconds-before-status-checks,
@@ -60,36 +60,6 @@ class SlurmCluster:
             text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else ["(missing)"]
             out.append(f"--- {name} ({path}) ---\n" + "\n".join(text))
         return "\n".join(out)
-
-
-def _which(name: str) -> str | None:
-    return shutil.which(name, path=f"{os.environ.get('PATH', '')}:{SBIN_PATH}")
-
-
-def _missing_binaries() -> list[str]:
-    return [name for name in BINARIES if _which(name) is None]
-
-
-def _install() -> float:
-    """apt-get install the packages if a binary is missing; returns the seconds spent (0 if nothing to do)."""
-    missing = _missing_binaries()
-    if not missing:
-        return 0.0
-    apt = shutil.which("apt-get")
-    if apt is None:
-        pytest.skip(f"Slurm binaries missing ({', '.join(missing)}) and apt-get unavailable")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "PATH": f"{os.environ.get('PATH', '')}:{SBIN_PATH}"}
-    start = time.monotonic()
-    for command in ([apt, "-q", "update"],
-                    [apt, "-q", "-y", "--no-install-recommends", "-o", "Dpkg::Options::=--force-confdef",
-                     "-o", "Dpkg::Options::=--force-confold", "install", *PACKAGES]):
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-    still_missing = _missing_binaries()
-    if still_missing:
-        raise RuntimeError(f"installed {PACKAGES} but still missing {still_missing}")
-    return time.monotonic() - start
 
 
 def _free_port() -> int:
@@ -169,7 +139,7 @@ def write_srun_wrapper(root: Path, conf: Path) -> Path:
     bin_dir = root / "bin"
     bin_dir.mkdir(exist_ok=True)
     wrapper = bin_dir / "srun"
-    wrapper.write_text(f'#!/bin/sh\nSLURM_CONF="{conf}" exec "{_which("srun")}" "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\nSLURM_CONF="{conf}" exec "{which("srun")}" "$@"\n')
     wrapper.chmod(0o755)
     return bin_dir
 
@@ -190,8 +160,8 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     if os.geteuid() != 0:
-        pytest.skip("needs root: apt-get installs slurm-wlm/munge if missing, slurmctld/slurmd run as root")
-    install_seconds = _install()
+        pytest.skip("needs root: slurmctld/slurmd run as root")
+    install_seconds = ensure_installed(PACKAGES, BINARIES)
     start = time.monotonic()
     root = tmp_path_factory.mktemp("slurm")
     host = subprocess.run(["hostname", "-s"], capture_output=True, text=True, check=True).stdout.strip()
@@ -207,10 +177,10 @@ def slurm_cluster(tmp_path_factory):
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
     daemons = {
-        "munged": [_which("munged"), "--foreground", "--force", f"--key-file={key}", f"--socket={root}/run/munge.socket",
+        "munged": [which("munged"), "--foreground", "--force", f"--key-file={key}", f"--socket={root}/run/munge.socket",
                    f"--pid-file={root}/run/munged.pid", f"--seed-file={root}/run/munge.seed"],
-        "slurmctld": [_which("slurmctld"), "-D", "-c", "-f", str(conf)],
-        "slurmd": [_which("slurmd"), "-D", "-f", str(conf), "-N", host],
+        "slurmctld": [which("slurmctld"), "-D", "-c", "-f", str(conf)],
+        "slurmd": [which("slurmd"), "-D", "-f", str(conf), "-N", host],
     }
     processes: list[subprocess.Popen] = []
     cluster = SlurmCluster(root=root, conf=conf, host=host, partition=PARTITION, cpus=cpus, memory_mb=memory_mb,
@@ -229,7 +199,7 @@ def slurm_cluster(tmp_path_factory):
         yield cluster
     finally:
         if processes and processes[-1].poll() is None:
-            subprocess.run([_which("scancel") or "scancel", "--quiet", "--full", f"--partition={PARTITION}"],
+            subprocess.run([which("scancel") or "scancel", "--quiet", "--full", f"--partition={PARTITION}"],
                            env=env, capture_output=True, timeout=30)
         _stop(processes)
 

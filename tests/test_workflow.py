@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,27 +10,12 @@ import pydicom
 import pytest
 
 from cfbrain.dicom.pseudonymise import PseudonymKey
-from conftest import REPO
+from conftest import REPO, snakemake
 
 pytestmark = pytest.mark.workflow
 DATASET = "tiny-ct"
 EXPECTED = {"kept": ("kept", ""), "bone": ("excluded", "bone_kernel"), "localiser": ("excluded", "localiser"),
             "non_axial": ("excluded", "non_axial"), "split_review": ("needs_review", "split_skull_review")}
-
-
-def snakemake(workdir: Path, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env_extra or {})}
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--configfile", str(REPO / "config" / "tiny.yaml"), "--cores", "2", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
-    result = snakemake(workdir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir
 
 
 @pytest.fixture(scope="module")

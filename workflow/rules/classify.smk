@@ -13,8 +13,9 @@ rule train_classifier:
     output:
         weights=res("models/{model}/seed{seed}/final.pt"),
         log=res("models/{model}/seed{seed}/train_log.tsv"),
-        curves=report(res("models/{model}/seed{seed}/training_curves.png"), category="Classification",
-                      subcategory="{model}", caption="../report/training_curves.rst"),
+        curves=report(res("models/{model}/seed{seed}/training_curves.png"), caption="../report/training_curves.rst",
+                      category="2. Classification", subcategory="{dataset}",
+                      labels={"result": "4 Training curves: {model}, seed {seed}"}),
     params:
         checkpoints=lambda wc: f"{RESULTS}/{wc.dataset}/checkpoints/{wc.model}/seed{wc.seed}",
         settings=config["classification"]["training"],
@@ -52,11 +53,15 @@ rule classification_report:
                            seed=config["splits"]["seeds"], allow_missing=True),
         tensors=split_tensors,
     output:
-        table=report(res("tables/classification.md"), category="Classification",
-                     caption="../report/classification.rst"),
-        metrics=res("metrics/classification.tsv"),
-        examples=report(res("figures/classification_examples.png"), category="Classification",
-                        caption="../report/classification_examples.rst"),
+        table=res("tables/classification.md"),
+        html=report(res("tables/classification.html"), caption="../report/classification.rst",
+                    category="2. Classification", subcategory="{dataset}", labels={"result": "1 Classification tables"}),
+        metrics=report(res("metrics/classification.tsv"), caption="../report/classification_metrics.rst",
+                       category="2. Classification", subcategory="{dataset}",
+                       labels={"result": "2 Metrics per model and seed (TSV, download)"}),
+        examples=report(res("figures/classification_examples.png"), caption="../report/classification_examples.rst",
+                        category="2. Classification", subcategory="{dataset}",
+                        labels={"result": "3 Test predictions: correct and wrong examples"}),
     params:
         code=script_code("classification_report.py"),
     log:

@@ -77,8 +77,12 @@ rule exclusions:
         registration=res("qc/registration.tsv"),
         preprocess=res("qc/preprocess.tsv"),
     output:
-        table=res("qc/exclusions.tsv"),
-        markdown=report(res("tables/exclusions.md"), category="Data preparation", caption="../report/exclusions.rst"),
+        table=report(res("qc/exclusions.tsv"), caption="../report/exclusions_series.rst",
+                     category="1. Data preparation", subcategory="{dataset}",
+                     labels={"result": "2 Exclusions: every series (TSV, download)"}),
+        markdown=res("tables/exclusions.md"),
+        html=report(res("tables/exclusions.html"), caption="../report/exclusions.rst",
+                    category="1. Data preparation", subcategory="{dataset}", labels={"result": "1 Exclusions by reason"}),
     params:
         code=script_code("exclusions.py"),
     log:

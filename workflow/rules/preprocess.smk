@@ -82,8 +82,8 @@ rule preprocessing_montage:
         tensors=lambda wc: expand(res("preproc/{scan}"), dataset=wc.dataset, scan=preprocessed_scans(wc.dataset)[:6]),
         niftis=lambda wc: expand(res("nifti/{scan}"), dataset=wc.dataset, scan=preprocessed_scans(wc.dataset)[:6]),
     output:
-        report(res("figures/preprocessing_montage.png"), category="Data preparation",
-               caption="../report/preprocessing_montage.rst"),
+        report(res("figures/preprocessing_montage.png"), caption="../report/preprocessing_montage.rst",
+               category="1. Data preparation", subcategory="{dataset}", labels={"result": "5 Preprocessing montage"}),
     params:
         scans=lambda wc: preprocessed_scans(wc.dataset)[:6],
         code=script_code("preprocessing_montage.py"),

@@ -60,10 +60,12 @@ checkpoint registration_qc:
     output:
         table=res("qc/registration.tsv"),
         clusters=res("qc/registration_clusters.tsv"),
-        scatter=report(res("figures/registration_qc.png"), category="Data preparation",
-                       caption="../report/registration_qc.rst"),
-        montages=report(directory(res("figures/registration_clusters")), patterns=["{name}.png"],
-                        category="Data preparation", caption="../report/registration_montage.rst"),
+        scatter=report(res("figures/registration_qc.png"), caption="../report/registration_qc.rst",
+                       category="1. Data preparation", subcategory="{dataset}",
+                       labels={"result": "3 Registration QC: clusters of the registrations"}),
+        montages=report(directory(res("figures/registration_clusters")), patterns=["{cluster}.png"],
+                        caption="../report/registration_montage.rst", category="1. Data preparation",
+                        subcategory="{dataset}", labels={"result": "4 Registration QC: {cluster} examples"}),
     params:
         scans=lambda wc: kept_scans(wc.dataset),
         qc=config["registration"]["qc"],

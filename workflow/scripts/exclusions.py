@@ -5,6 +5,7 @@ import pandas as pd
 from cfbrain.convert.exclusions import exclusion_counts_markdown, with_later_stages
 from cfbrain.provenance import snakemake_job
 from cfbrain.register.stage import registration_exclusions
+from cfbrain.report import markdown_html
 
 with snakemake_job(snakemake) as job:
     read = lambda path: pd.read_csv(path, sep="\t", keep_default_na=False)
@@ -15,4 +16,6 @@ with snakemake_job(snakemake) as job:
     ])
     table.to_csv(snakemake.output.table, sep="\t", index=False)
     Path(snakemake.output.markdown).parent.mkdir(parents=True, exist_ok=True)
-    Path(snakemake.output.markdown).write_text(exclusion_counts_markdown(table, snakemake.wildcards.dataset))
+    markdown = exclusion_counts_markdown(table, snakemake.wildcards.dataset)
+    Path(snakemake.output.markdown).write_text(markdown)
+    Path(snakemake.output.html).write_text(markdown_html(markdown))
