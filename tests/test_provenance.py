@@ -57,7 +57,8 @@ def test_directory_hash_is_content_and_name_based(tmp_path):
     assert first["n_files"] == 1 and "a.txt" not in str(first)
 
 
-def test_job_record_fields(tmp_path):
+def test_job_record_fields(tmp_path, monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     (tmp_path / "in.txt").write_text("x")
     (tmp_path / "out.txt").write_text("y")
     now = dt.datetime.now(dt.timezone.utc)
@@ -70,3 +71,11 @@ def test_job_record_fields(tmp_path):
     assert {"numpy", "pydicom", "python"} <= set(record["libraries"])
     assert set(record["git"]) == {"commit", "dirty"} and record["device"].startswith(("cpu", "cuda"))
     assert record_path(tmp_path, "convert", {"dataset": "d", "scan": "s"}) == tmp_path / "d/provenance/convert/scan-s.json"
+    assert record["slurm_job_id"] is None
+
+
+def test_job_record_names_its_slurm_job(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4711")
+    now = dt.datetime.now(dt.timezone.utc)
+    record = job_record(rule="r", wildcards={}, inputs={}, outputs={}, params={}, seed=None, started=now, finished=now)
+    assert record["slurm_job_id"] == "4711"

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -122,6 +123,7 @@ def job_record(*, rule: str, wildcards: Mapping[str, str], inputs: Mapping[str, 
         "libraries": library_versions(),
         "device": _device(),
         "host": platform.node(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # None outside a Slurm job
         "started": started.isoformat(),
         "finished": finished.isoformat(),
     }
