@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from cfbrain.synth import anatomy
 from cfbrain.synth.ct import (
-    EXPECTED_VERDICT, KINDS, MASKED_KINDS, SITES, SynthCTConfig, make_ct_cohort,
+    EXPECTED_VERDICT, KINDS, MASKED_KINDS, SITES, SynthCTConfig, make_ct_cohort, plan_cohort,
 )
 
 TINY = SynthCTConfig(n_patients=4, seed=2, matrix_probs={128: 0.5, 160: 0.5})
@@ -421,3 +421,15 @@ def test_dcm2niix_converts_axial_and_corrects_tilt(series_rows, files, tmp_path)
         assert image.shape == (int(row["cols"]), int(row["rows"]), int(row["n_files"]))
         tilt_corrected = list(target.glob("series_Tilt*.nii.gz"))
         assert bool(tilt_corrected) == (kind == "tilt")
+
+
+def test_lesion_contrast_range_is_configurable_and_split_by_timepoint():
+    """Baseline lesions darken by the lower half of the configured range, follow-up lesions by the upper."""
+    for low, high in ((6.0, 15.0), (20.0, 35.0)):
+        studies = [s for s in plan_cohort(SynthCTConfig(n_patients=30, seed=3, lesion_contrast_hu=(low, high)))
+                   if s.lesion is not None]
+        darkening = {tp: [-s.lesion.contrast_hu for s in studies if s.timepoint == tp] for tp in ("baseline", "followup")}
+        middle = (low + high) / 2
+        assert darkening["baseline"] and darkening["followup"]
+        assert all(low <= d <= middle for d in darkening["baseline"])
+        assert all(middle <= d <= high for d in darkening["followup"])

@@ -12,6 +12,7 @@ from cfbrain.train.classification import (ClassWeights, MultiTaskLoss, hemispher
                                           inverse_frequency_weights, mtl_outputs, mtl_phases, peer_outputs,
                                           peer_phase, presence_targets, side_targets,
                                           weighted_binary_cross_entropy)
+from cfbrain.train.stroke import ClassifierSettings, training_phases
 
 torch.set_num_threads(1)
 LABELS = torch.tensor([0, 1, 2, 3])  # none, left, right, both
@@ -97,3 +98,11 @@ def test_peer_phase_trains_a_full_brain_model(tmp_path):
     outputs = predict(model, train, peer_outputs, batch_size=4)
     assert outputs["prob"].shape == (4, 4)
     assert outputs["prob"].sum(1) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_phase_learning_rates_come_from_the_settings():
+    labels = [0, 1, 2, 3]
+    assert [p.lr for p in training_phases("mtl", labels, ClassifierSettings())] == [1e-3, 1e-4, 1e-5]
+    demo = ClassifierSettings.from_mapping({"mtl_epochs": [12, 4, 6], "mtl_lrs": [1e-3, 1e-3, 1e-4], "peer_lr": 3e-4})
+    assert [(p.epochs, p.lr) for p in training_phases("mtl", labels, demo)] == [(12, 1e-3), (4, 1e-3), (6, 1e-4)]
+    assert [(p.name, p.lr) for p in training_phases("resnet18", labels, demo)] == [("full_brain", 3e-4)]

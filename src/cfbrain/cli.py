@@ -8,7 +8,8 @@ from pathlib import Path
 
 def _synth_ct(args: argparse.Namespace) -> None:
     from cfbrain.synth.ct import SynthCTConfig, make_ct_cohort
-    make_ct_cohort(Path(args.out), SynthCTConfig(n_patients=args.patients, seed=args.seed))
+    contrast = {"lesion_contrast_hu": tuple(args.lesion_contrast_hu)} if args.lesion_contrast_hu else {}
+    make_ct_cohort(Path(args.out), SynthCTConfig(n_patients=args.patients, seed=args.seed, **contrast))
     print(f"synthetic CT cohort written to {args.out} (DICOM under dicom/, labels.tsv, truth/)")
 
 
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--out", required=True, help="output folder (gets dicom/, labels.tsv, truth/)")
     ct.add_argument("--patients", type=int, default=60)
     ct.add_argument("--seed", type=int, default=0)
+    ct.add_argument("--lesion-contrast-hu", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                    help="lesion darkening range in HU: baseline lesions in the lower half, follow-up in the upper "
+                         "(default 6 15, acute-infarct-like)")
     ct.set_defaults(run=_synth_ct)
     provenance = commands.add_parser("provenance", help="audit results against their provenance records")
     audits = provenance.add_subparsers(dest="audit", required=True)

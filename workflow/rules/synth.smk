@@ -7,6 +7,7 @@ rule synth_ct:
     params:
         n_patients=lambda wc: source_config(wc.dataset)["n_patients"],
         seed=lambda wc: source_config(wc.dataset)["seed"],
+        lesion_contrast_hu=lambda wc: source_config(wc.dataset).get("lesion_contrast_hu"),
         code=script_code("synth_ct.py"),
     threads: 2
     log:

@@ -22,8 +22,8 @@ from cfbrain.models import MultiTaskHemisphereCNN, build_peer
 from cfbrain.preprocess.ct import load_tensor
 from cfbrain.train.augment import RandomBrainFlip
 from cfbrain.train.checkpoint import load_weights
-from cfbrain.train.classification import mtl_outputs, mtl_phases, peer_outputs, peer_phase
-from cfbrain.train.config import TrainConfig
+from cfbrain.train.classification import PHASE_LRS, mtl_outputs, mtl_phases, peer_outputs, peer_phase
+from cfbrain.train.config import Phase, TrainConfig
 from cfbrain.train.data import SeededTransformDataset
 from cfbrain.train.inference import predict
 from cfbrain.train.loop import fit
@@ -79,9 +79,15 @@ class ScanTensors(Dataset):
 
 @dataclass(frozen=True)
 class ClassifierSettings:
-    """Training settings of the classification config section (thesis: 200 epochs in all)."""
+    """Training settings of the classification config section (thesis: 200 epochs in all).
+
+    ``mtl_lrs`` are the initial learning rates of the three MTL phases (half-brain, heads, fine-tune);
+    the thesis's (Table 4.1) are the default. A run with a hundredth of the thesis's optimizer steps
+    (the demo) needs larger ones for the heads to move at all.
+    """
 
     mtl_epochs: tuple[int, int, int] = (80, 40, 80)
+    mtl_lrs: tuple[float, float, float] = PHASE_LRS
     peer_epochs: int = 200
     peer_lr: float = 1e-4
     batch_size: int = 8
@@ -96,6 +102,13 @@ class ClassifierSettings:
 
 def build_model(name: str) -> torch.nn.Module:
     return MultiTaskHemisphereCNN() if name in HEMISPHERE_MODELS else build_peer(name)
+
+
+def training_phases(name: str, train_labels: list[int], settings: ClassifierSettings) -> list[Phase]:
+    """The thesis's three phases for the hemisphere model, one full-brain phase for a peer."""
+    if name in HEMISPHERE_MODELS:
+        return mtl_phases(train_labels, settings.mtl_epochs, settings.mtl_lrs)
+    return [peer_phase(train_labels, settings.peer_epochs, settings.peer_lr)]
 
 
 def _dataset(table: pd.DataFrame, tensor_dir: dict[str, Path], layout: str) -> ScanTensors:
@@ -115,10 +128,7 @@ def train_classifier(name: str, scans: pd.DataFrame, tensor_dir: dict[str, Path]
         raise ValueError("the training split is empty")
     seed_everything(seed)
     model = build_model(name)
-    if name in HEMISPHERE_MODELS:
-        phases = mtl_phases(train.label.tolist(), settings.mtl_epochs)
-    else:
-        phases = [peer_phase(train.label.tolist(), settings.peer_epochs, settings.peer_lr)]
+    phases = training_phases(name, train.label.tolist(), settings)
     config = TrainConfig(batch_size=settings.batch_size, weight_decay=settings.weight_decay,
                          min_lr=settings.min_lr, checkpoint_every=settings.checkpoint_every, seed=seed)
     augmented = SeededTransformDataset(_dataset(train, tensor_dir, layout), RandomBrainFlip(layout=layout), seed)
