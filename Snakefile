@@ -18,6 +18,7 @@ include: "workflow/rules/ingest.smk"
 include: "workflow/rules/register.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/classify.smk"
+include: "workflow/rules/mri.smk"
 
 
 rule all:

@@ -1,5 +1,6 @@
 # Config validation, paths, and the functions that turn config + checkpoints into targets.
 import functools
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,12 @@ for _name, _dataset in config["datasets"].items():
                          ("review", _dataset.get("review")), ("registration_review", _dataset.get("registration_review"))):
         if _path and not Path(_path).exists():
             raise WorkflowError(f"dataset {_name}: {_what} {_path} does not exist (check the config file)")
+
+MRI_SOURCE_KINDS = ("synthetic_mri", "atlas", "brats")
+for _name, _dataset in config["datasets"].items():
+    if (_dataset["modality"] == "mri") != (_dataset["source"]["kind"] in MRI_SOURCE_KINDS):
+        raise WorkflowError(f"dataset {_name}: source kind {_dataset['source']['kind']} does not go with modality "
+                            f"{_dataset['modality']} (MRI sources: {', '.join(MRI_SOURCE_KINDS)})")
 
 RESULTS = config["results"]
 PRIVATE = config["private"]
@@ -44,6 +51,16 @@ def log_path(name):
 
 def source_config(dataset):
     return DATASETS[dataset]["source"]
+
+
+def datasets_regex(predicate):
+    """Wildcard regex matching exactly the dataset names for which ``predicate(name)`` holds."""
+    names = [re.escape(name) for name in DATASETS if predicate(name)]
+    return "|".join(names) if names else "(?!)"
+
+
+def is_mri(dataset):
+    return DATASETS[dataset]["modality"] == "mri"
 
 
 def is_synthetic(dataset):
@@ -76,8 +93,12 @@ def index_source_state(wildcards):
     Synthetic sources are tracked through their directory output instead."""
     if is_synthetic(wildcards.dataset):
         return "synthetic"
-    root = Path(source_dicom_dir(wildcards.dataset))
-    return files_state(sorted(p for p in root.rglob("*") if p.is_file()))
+    return tree_state(source_dicom_dir(wildcards.dataset))
+
+
+def tree_state(root):
+    """Hash of (path, size, mtime) of every file under ``root``: a changed, added or removed file changes it."""
+    return files_state(sorted(p for p in Path(root).rglob("*") if p.is_file()))
 
 
 @functools.lru_cache(maxsize=None)
@@ -132,6 +153,9 @@ def all_targets():
     targets = []
     for dataset in DATASETS:
         root = f"{RESULTS}/{dataset}"
+        if is_mri(dataset):
+            targets += mri_targets(dataset)
+            continue
         targets += [f"{root}/tables/exclusions.md", f"{root}/qc/exclusions.tsv", f"{root}/figures/registration_qc.png",
                     f"{root}/figures/preprocessing_montage.png"]
         targets += [f"{root}/splits/seed{seed}.tsv" for seed in config["splits"]["seeds"]]

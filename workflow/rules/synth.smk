@@ -4,6 +4,8 @@
 rule synth_ct:
     output:
         directory(f"{SOURCES}/{{dataset}}"),
+    wildcard_constraints:
+        dataset=datasets_regex(lambda name: not is_mri(name)),
     params:
         n_patients=lambda wc: source_config(wc.dataset)["n_patients"],
         seed=lambda wc: source_config(wc.dataset)["seed"],

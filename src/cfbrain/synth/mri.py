@@ -127,7 +127,8 @@ _QUANTUM = 1e-3
 class SynthMRIConfig:
     """Cohort size, randomness and the ranges every per-subject quantity is drawn from (uniform).
 
-    Healthy subjects are shared out between the two datasets (the stroke dataset gets the extra one).
+    Healthy subjects go with the lesioned ones (:func:`healthy_in_stroke_dataset`): a stroke-only cohort
+    puts all of them in the stroke dataset; with both kinds they are shared out.
     ``split_fractions`` (train, val, test) are applied per dataset, stratified by kind
     (:func:`cfbrain.preprocess.splits.patient_splits`). Ranges of deformation amplitudes (mm) are for a
     20 ml lesion (scaled by the cube root of the volume); ``stroke_volume_ml`` is drawn log-uniformly;
@@ -243,10 +244,20 @@ def _rng(seed: int, purpose: str, *indices: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(purpose.encode()), *indices])
 
 
+def healthy_in_stroke_dataset(cfg: SynthMRIConfig) -> int:
+    """How many of the healthy subjects go to the stroke dataset: all of them when only strokes are asked
+    for, none when only tumours are, otherwise half (the stroke dataset gets the extra one)."""
+    if cfg.n_tumour == 0 and cfg.n_stroke > 0:
+        return cfg.n_healthy
+    if cfg.n_stroke == 0 and cfg.n_tumour > 0:
+        return 0
+    return (cfg.n_healthy + 1) // 2
+
+
 def plan_mri_cohort(cfg: SynthMRIConfig, model: HeadModel | None = None) -> list[SubjectPlan]:
     """Draw every subject's kind, dataset, placement, scanner effects and lesion (no images)."""
     model = model or anatomy.load_head_model(TEMPLATE_RESOLUTION_MM)
-    n_healthy_stroke = (cfg.n_healthy + 1) // 2
+    n_healthy_stroke = healthy_in_stroke_dataset(cfg)
     roles = ([("stroke", "healthy")] * n_healthy_stroke + [("tumour", "healthy")] * (cfg.n_healthy - n_healthy_stroke)
              + [("stroke", "stroke")] * cfg.n_stroke + [("tumour", "tumour")] * cfg.n_tumour)
     plans = []

@@ -1,0 +1,294 @@
+# Thesis 000 (MedEdit), datasets with modality mri: one axial slice per scan -> conditional DDPMs, lesion
+# segmenter and FID features trained on the training split -> counterfactuals of the test split per method
+# -> scores -> tables/mededit.md and the Figure 5.1 grid.
+from cfbrain.counterfactual.methods import ablation_methods, parse_method
+
+MRI = config.get("mri", {})
+MEDEDIT = config.get("mededit", {})
+METHOD_REGEX = r"(palette|naive_repaint|sdedit|mededit)(_box)?(_k[0-9]+)?(_u[0-9]+)?"
+
+
+def mededit_methods():
+    """The configured methods, then the ablation settings, without repeats (in the tables' order)."""
+    names = list(MEDEDIT["methods"])
+    settings = ablation_methods()
+    for ablation in MEDEDIT["ablations"]:
+        names += settings[ablation].values()
+    return list(dict.fromkeys(names))
+
+
+def figure_methods():
+    """Methods in the figure grid: the configured ones (ablations only in the tables)."""
+    return list(MEDEDIT["methods"])
+
+
+def is_synthetic_mri(dataset):
+    return source_config(dataset)["kind"] == "synthetic_mri"
+
+
+def pairings(dataset):
+    """Triplet pairings: random (thesis protocol) everywhere, counterpart where the truth is known."""
+    return ["random", "counterpart"] if is_synthetic_mri(dataset) else ["random"]
+
+
+def mri_source_root(wildcards):
+    return f"{SOURCES}/{wildcards.dataset}" if is_synthetic_mri(wildcards.dataset) else source_config(wildcards.dataset)["path"]
+
+
+def mri_source_input(wildcards):
+    """A synthetic cohort is a rule output; a user's dataset is tracked by ``mri_source_state``."""
+    return {"source": mri_source_root(wildcards)} if is_synthetic_mri(wildcards.dataset) else {}
+
+
+def mri_source_state(wildcards):
+    return "synthetic" if is_synthetic_mri(wildcards.dataset) else tree_state(mri_source_root(wildcards))
+
+
+def feature_weights(wildcards):
+    """The trained feature autoencoder, unless RadImageNet weights are configured."""
+    return {} if MEDEDIT["features"]["radimagenet_weights"] else {"features": res("models/feature_ae/final.pt")}
+
+
+def mri_targets(dataset):
+    root = f"{RESULTS}/{dataset}"
+    return [f"{root}/qc/mri_slices.tsv", f"{root}/tables/mededit.md"] + [
+        f"{root}/figures/mededit_{pairing}.png" for pairing in pairings(dataset)]
+
+
+wildcard_constraints:
+    network=r"(mededit|palette)(_box)?",
+    pairing=r"random|counterpart",
+    method=METHOD_REGEX,
+
+
+rule synth_mri:
+    output:
+        directory(f"{SOURCES}/{{dataset}}"),
+    wildcard_constraints:
+        dataset=datasets_regex(lambda name: is_mri(name) and is_synthetic_mri(name)),
+    params:
+        source=lambda wc: source_config(wc.dataset),
+        code=script_code("synth_mri.py"),
+    threads: 2
+    log:
+        log_path("synth_mri"),
+    script:
+        "../scripts/synth_mri.py"
+
+
+rule mri_slices:
+    input:
+        unpack(mri_source_input),
+    output:
+        slices=res("mri/slices.npz"),
+        table=res("qc/mri_slices.tsv"),
+    wildcard_constraints:
+        dataset=datasets_regex(is_mri),
+    params:
+        kind=lambda wc: source_config(wc.dataset)["kind"],
+        lesion=lambda wc: source_config(wc.dataset).get("lesion"),
+        root=mri_source_root,
+        state=mri_source_state,
+        size=MRI.get("size"),
+        code=script_code("mri_slices.py"),
+    log:
+        log_path("mri_slices"),
+    script:
+        "../scripts/mri_slices.py"
+
+
+rule mri_truth:
+    input:
+        source=f"{SOURCES}/{{dataset}}",
+    output:
+        res("mri/truth.npz"),
+    params:
+        lesion=lambda wc: source_config(wc.dataset)["lesion"],
+        size=MRI.get("size"),
+        code=script_code("mri_truth.py"),
+    log:
+        log_path("mri_truth"),
+    script:
+        "../scripts/mri_truth.py"
+
+
+rule mri_splits:
+    input:
+        table=res("qc/mri_slices.tsv"),
+    output:
+        res("mri/splits.tsv"),
+    params:
+        seed=MRI.get("split_seed"),
+        fractions=MRI.get("split_fractions"),
+        code=script_code("mri_splits.py"),
+    log:
+        log_path("mri_splits"),
+    script:
+        "../scripts/mri_splits.py"
+
+
+rule train_ddpm:
+    input:
+        slices=res("mri/slices.npz"),
+        splits=res("mri/splits.tsv"),
+    output:
+        weights=res("models/ddpm_{network}/final.pt"),
+        log=res("models/ddpm_{network}/train_log.tsv"),
+        curves=report(res("models/ddpm_{network}/training_curves.png"), category="MedEdit",
+                      subcategory="Training", caption="../report/mri_training_curves.rst"),
+    params:
+        checkpoints=lambda wc: f"{RESULTS}/{wc.dataset}/checkpoints/ddpm_{wc.network}",
+        unet=MEDEDIT.get("ddpm", {}).get("unet"),
+        training=MEDEDIT.get("ddpm", {}).get("training"),
+        seed=lambda wc: MEDEDIT["ddpm"]["training"].get("seed", 0),
+        code=script_code("train_ddpm.py"),
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+    log:
+        log_path("train_ddpm/{network}"),
+    script:
+        "../scripts/train_ddpm.py"
+
+
+rule train_segmenter:
+    input:
+        slices=res("mri/slices.npz"),
+        splits=res("mri/splits.tsv"),
+    output:
+        weights=res("models/segmenter/final.pt"),
+        log=res("models/segmenter/train_log.tsv"),
+        curves=report(res("models/segmenter/training_curves.png"), category="MedEdit",
+                      subcategory="Training", caption="../report/mri_training_curves.rst"),
+    params:
+        checkpoints=lambda wc: f"{RESULTS}/{wc.dataset}/checkpoints/segmenter",
+        network=MEDEDIT.get("segmenter", {}).get("network"),
+        training=MEDEDIT.get("segmenter", {}).get("training"),
+        seed=lambda wc: MEDEDIT["segmenter"]["training"].get("seed", 0),
+        code=script_code("train_segmenter.py"),
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=4000,
+    log:
+        log_path("train_segmenter"),
+    script:
+        "../scripts/train_segmenter.py"
+
+
+rule train_feature_ae:
+    input:
+        slices=res("mri/slices.npz"),
+        splits=res("mri/splits.tsv"),
+    output:
+        weights=res("models/feature_ae/final.pt"),
+        log=res("models/feature_ae/train_log.tsv"),
+        curves=report(res("models/feature_ae/training_curves.png"), category="MedEdit",
+                      subcategory="Training", caption="../report/mri_training_curves.rst"),
+    params:
+        checkpoints=lambda wc: f"{RESULTS}/{wc.dataset}/checkpoints/feature_ae",
+        autoencoder=MEDEDIT.get("features", {}).get("autoencoder"),
+        training=MEDEDIT.get("features", {}).get("training"),
+        seed=lambda wc: MEDEDIT["features"]["training"].get("seed", 0),
+        code=script_code("train_feature_ae.py"),
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=4000,
+    log:
+        log_path("train_feature_ae"),
+    script:
+        "../scripts/train_feature_ae.py"
+
+
+rule mededit_triplets:
+    input:
+        slices=res("mri/slices.npz"),
+        splits=res("mri/splits.tsv"),
+        truth=lambda wc: res("mri/truth.npz") if wc.pairing == "counterpart" else [],
+    output:
+        res("counterfactuals/{pairing}/triplets.npz"),
+    params:
+        seed=MEDEDIT.get("triplet_seed"),
+        code=script_code("mededit_triplets.py"),
+    log:
+        log_path("mededit_triplets/{pairing}"),
+    script:
+        "../scripts/mededit_triplets.py"
+
+
+rule mededit_run:
+    input:
+        triplets=res("counterfactuals/{pairing}/triplets.npz"),
+        weights=lambda wc: res(f"models/ddpm_{parse_method(wc.method).network}/final.pt"),
+    output:
+        res("counterfactuals/{pairing}/{method}.npz"),
+    params:
+        unet=MEDEDIT.get("ddpm", {}).get("unet"),
+        sampling=MEDEDIT.get("sampling"),
+        seed=MEDEDIT.get("sampling", {}).get("seed", 0),
+        code=script_code("mededit_run.py"),
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=4000,
+    log:
+        log_path("mededit_run/{pairing}_{method}"),
+    script:
+        "../scripts/mededit_run.py"
+
+
+rule mededit_score:
+    input:
+        unpack(feature_weights),
+        counterfactuals=expand(res("counterfactuals/{pairing}/{method}.npz"), method=mededit_methods(),
+                               allow_missing=True),
+        triplets=res("counterfactuals/{pairing}/triplets.npz"),
+        slices=res("mri/slices.npz"),
+        splits=res("mri/splits.tsv"),
+        segmenter=res("models/segmenter/final.pt"),
+    output:
+        summary=res("metrics/mededit/{pairing}.tsv"),
+        images=res("metrics/mededit/{pairing}_images.tsv"),
+    params:
+        segmenter=MEDEDIT.get("segmenter", {}).get("network"),
+        autoencoder=MEDEDIT.get("features", {}).get("autoencoder"),
+        radimagenet_weights=MEDEDIT.get("features", {}).get("radimagenet_weights"),
+        evaluation=MEDEDIT.get("evaluation"),
+        seed=MEDEDIT.get("sampling", {}).get("seed", 0),
+        code=script_code("mededit_score.py"),
+    log:
+        log_path("mededit_score/{pairing}"),
+    script:
+        "../scripts/mededit_score.py"
+
+
+rule mededit_table:
+    input:
+        summaries=lambda wc: expand(res("metrics/mededit/{pairing}.tsv"), dataset=wc.dataset,
+                                    pairing=pairings(wc.dataset)),
+    output:
+        table=report(res("tables/mededit.md"), category="MedEdit", caption="../report/mededit_table.rst"),
+        metrics=res("metrics/mededit.tsv"),
+    params:
+        code=script_code("mededit_table.py"),
+    log:
+        log_path("mededit_table"),
+    script:
+        "../scripts/mededit_table.py"
+
+
+rule mededit_figure:
+    input:
+        triplets=res("counterfactuals/{pairing}/triplets.npz"),
+        counterfactuals=expand(res("counterfactuals/{pairing}/{method}.npz"), method=figure_methods(), allow_missing=True),
+    output:
+        report(res("figures/mededit_{pairing}.png"), category="MedEdit", caption="../report/mededit_figure.rst"),
+    params:
+        n_examples=MEDEDIT.get("evaluation", {}).get("n_examples"),
+        code=script_code("mededit_figure.py"),
+    log:
+        log_path("mededit_figure/{pairing}"),
+    script:
+        "../scripts/mededit_figure.py"

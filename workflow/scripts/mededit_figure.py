@@ -1,0 +1,8 @@
+from cfbrain.counterfactual.evaluate import figure_grid
+from cfbrain.counterfactual.methods import load_counterfactuals
+from cfbrain.counterfactual.triplets import load_triplets
+from cfbrain.provenance import snakemake_job
+
+with snakemake_job(snakemake) as job:
+    figure_grid([load_counterfactuals(p) for p in snakemake.input.counterfactuals],
+                load_triplets(snakemake.input.triplets), snakemake.output[0], n_examples=snakemake.params.n_examples)

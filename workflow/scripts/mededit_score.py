@@ -1,0 +1,28 @@
+import pandas as pd
+
+from cfbrain.counterfactual.data import select_scans
+from cfbrain.counterfactual.methods import load_counterfactuals
+from cfbrain.counterfactual.pipeline import feature_extractor_name, score, split_scans
+from cfbrain.counterfactual.triplets import load_triplets
+from cfbrain.models.features import AutoencoderConfig, feature_extractor
+from cfbrain.models.segmenter import SegmenterConfig, load_segmenter
+from cfbrain.preprocess.mri import load_mri_slices
+from cfbrain.provenance import snakemake_job
+from cfbrain.train import select_device
+
+with snakemake_job(snakemake) as job:
+    params, device = snakemake.params, select_device()
+    splits = pd.read_csv(snakemake.input.splits, sep="\t")
+    real = select_scans(load_mri_slices(snakemake.input.slices), split_scans(splits, "test", pathological=True))
+    extractor = feature_extractor(radimagenet_weights=params.radimagenet_weights,
+                                  autoencoder_weights=snakemake.input.get("features"),
+                                  autoencoder_config=AutoencoderConfig.from_mapping(params.autoencoder), device=device)
+    segmenter = load_segmenter(snakemake.input.segmenter, SegmenterConfig.from_mapping(params.segmenter), device=device)
+    summary, images = score([load_counterfactuals(p) for p in snakemake.input.counterfactuals],
+                            load_triplets(snakemake.input.triplets), real.image, segmenter, extractor,
+                            n_bootstrap=params.evaluation["n_bootstrap"], kid_subsets=params.evaluation["kid_subsets"],
+                            seed=params.seed)
+    summary.insert(0, "pairing", snakemake.wildcards.pairing)
+    summary["feature_extractor"] = feature_extractor_name(params.radimagenet_weights)
+    summary.to_csv(snakemake.output.summary, sep="\t", index=False)
+    images.to_csv(snakemake.output.images, sep="\t", index=False)

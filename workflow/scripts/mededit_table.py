@@ -1,0 +1,11 @@
+from pathlib import Path
+
+import pandas as pd
+
+from cfbrain.counterfactual.pipeline import mededit_report
+from cfbrain.provenance import snakemake_job
+
+with snakemake_job(snakemake) as job:
+    summary = pd.concat([pd.read_csv(p, sep="\t") for p in snakemake.input.summaries], ignore_index=True)
+    summary.to_csv(snakemake.output.metrics, sep="\t", index=False)
+    Path(snakemake.output.table).write_text(mededit_report(summary, snakemake.wildcards.dataset))

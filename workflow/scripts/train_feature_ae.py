@@ -1,0 +1,15 @@
+from pathlib import Path
+
+import pandas as pd
+
+from cfbrain.counterfactual.pipeline import train_on_slices, train_settings
+from cfbrain.models.features import AutoencoderConfig, SliceAutoencoder, autoencoder_phase
+from cfbrain.preprocess.mri import load_mri_slices
+from cfbrain.provenance import snakemake_job
+
+with snakemake_job(snakemake) as job:
+    autoencoder = AutoencoderConfig.from_mapping(snakemake.params.autoencoder)
+    train_on_slices(lambda: SliceAutoencoder(autoencoder), autoencoder_phase(),
+                    load_mri_slices(snakemake.input.slices), pd.read_csv(snakemake.input.splits, sep="\t"),
+                    train_settings(snakemake.params.training), Path(snakemake.output.weights).parent,
+                    Path(snakemake.params.checkpoints))
