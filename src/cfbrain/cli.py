@@ -13,6 +13,13 @@ def _synth_ct(args: argparse.Namespace) -> None:
     print(f"synthetic CT cohort written to {args.out} (DICOM under dicom/, labels.tsv, truth/)")
 
 
+def _synth_mri(args: argparse.Namespace) -> None:
+    from cfbrain.synth.mri import SynthMRIConfig, make_mri_cohort
+    make_mri_cohort(Path(args.out), SynthMRIConfig(n_healthy=args.healthy, n_stroke=args.strokes,
+                                                   n_tumour=args.tumours, seed=args.seed, workers=args.workers))
+    print(f"synthetic MRI cohort written to {args.out} (atlas/ and brats/ layouts, subjects.tsv, truth/)")
+
+
 def _provenance_verify(args: argparse.Namespace) -> None:
     from cfbrain.provenance.audit import verify
     findings = verify(Path(args.results), Path(args.workdir))
@@ -56,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="lesion darkening range in HU: baseline lesions in the lower half, follow-up in the upper "
                          "(default 6 15, acute-infarct-like)")
     ct.set_defaults(run=_synth_ct)
+    mri = kinds.add_parser("mri", help="T1 MRI cohort (ATLAS-like strokes, BraTS-like tumours) with true indirect effects")
+    mri.add_argument("--out", required=True, help="output folder (gets atlas/, brats/, subjects.tsv, truth/)")
+    mri.add_argument("--healthy", type=int, default=20)
+    mri.add_argument("--strokes", type=int, default=20)
+    mri.add_argument("--tumours", type=int, default=20)
+    mri.add_argument("--seed", type=int, default=0)
+    mri.add_argument("--workers", type=int, default=1, help="render subjects in this many processes")
+    mri.set_defaults(run=_synth_mri)
     provenance = commands.add_parser("provenance", help="audit results against their provenance records")
     audits = provenance.add_subparsers(dest="audit", required=True)
     for name, run, help_text in (("verify", _provenance_verify, "list files that no longer match their record"),
