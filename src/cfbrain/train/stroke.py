@@ -100,8 +100,18 @@ class ClassifierSettings:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
-def build_model(name: str) -> torch.nn.Module:
-    return MultiTaskHemisphereCNN() if name in HEMISPHERE_MODELS else build_peer(name)
+def build_model(name: str, image_hw: tuple[int, int]) -> torch.nn.Module:
+    """Model ``name`` for tensors of slice size ``image_hw`` (H, W); the ViT peer is built for that size."""
+    return MultiTaskHemisphereCNN() if name in HEMISPHERE_MODELS else build_peer(name, image_hw)
+
+
+def tensor_hw(scans: pd.DataFrame, tensor_dir: dict[str, Path]) -> tuple[int, int]:
+    """Slice size (H, W) of the first training scan's tensor: the size the models are built for."""
+    train = scans[scans.split == "train"]
+    if train.empty:
+        raise ValueError("the training split is empty")
+    height, width = load_tensor(Path(tensor_dir[train.scan.iloc[0]]) / TENSOR).image.shape[-2:]
+    return int(height), int(width)
 
 
 def training_phases(name: str, train_labels: list[int], settings: ClassifierSettings) -> list[Phase]:
@@ -124,10 +134,9 @@ def train_classifier(name: str, scans: pd.DataFrame, tensor_dir: dict[str, Path]
     """
     layout = "hemispheres" if name in HEMISPHERE_MODELS else "full"
     train, val = scans[scans.split == "train"], scans[scans.split == "val"]
-    if train.empty:
-        raise ValueError("the training split is empty")
+    image_hw = tensor_hw(scans, tensor_dir)
     seed_everything(seed)
-    model = build_model(name)
+    model = build_model(name, image_hw)
     phases = training_phases(name, train.label.tolist(), settings)
     config = TrainConfig(batch_size=settings.batch_size, weight_decay=settings.weight_decay,
                          min_lr=settings.min_lr, checkpoint_every=settings.checkpoint_every, seed=seed)
@@ -142,7 +151,7 @@ def predict_classifier(name: str, weights: Path, scans: pd.DataFrame, tensor_dir
     test = scans[scans.split == "test"]
     if test.empty:
         raise ValueError("the test split is empty: more patients or other split fractions are needed")
-    model = load_weights(build_model(name), weights)
+    model = load_weights(build_model(name, tensor_hw(scans, tensor_dir)), weights)
     layout = "hemispheres" if name in HEMISPHERE_MODELS else "full"
     outputs = predict(model, _dataset(test, tensor_dir, layout), mtl_outputs if name in HEMISPHERE_MODELS
                       else peer_outputs)
