@@ -134,8 +134,8 @@ rule train_ddpm:
     output:
         weights=res("models/ddpm_{network}/final.pt"),
         log=res("models/ddpm_{network}/train_log.tsv"),
-        curves=report(res("models/ddpm_{network}/training_curves.png"), category="MedEdit",
-                      subcategory="Training", caption="../report/mri_training_curves.rst"),
+        curves=report(res("models/ddpm_{network}/training_curves.png"), caption="../report/mri_training_curves.rst",
+                      category="3. MedEdit", subcategory="{dataset}", labels={"result": "5 Training curves: DDPM {network}"}),
     params:
         checkpoints=lambda wc: f"{RESULTS}/{wc.dataset}/checkpoints/ddpm_{wc.network}",
         unet=MEDEDIT.get("ddpm", {}).get("unet"),
@@ -159,8 +159,8 @@ rule train_segmenter:
     output:
         weights=res("models/segmenter/final.pt"),
         log=res("models/segmenter/train_log.tsv"),
-        curves=report(res("models/segmenter/training_curves.png"), category="MedEdit",
-                      subcategory="Training", caption="../report/mri_training_curves.rst"),
+        curves=report(res("models/segmenter/training_curves.png"), caption="../report/mri_training_curves.rst",
+                      category="3. MedEdit", subcategory="{dataset}", labels={"result": "6 Training curves: lesion segmenter"}),
     params:
         checkpoints=lambda wc: f"{RESULTS}/{wc.dataset}/checkpoints/segmenter",
         network=MEDEDIT.get("segmenter", {}).get("network"),
@@ -184,8 +184,8 @@ rule train_feature_ae:
     output:
         weights=res("models/feature_ae/final.pt"),
         log=res("models/feature_ae/train_log.tsv"),
-        curves=report(res("models/feature_ae/training_curves.png"), category="MedEdit",
-                      subcategory="Training", caption="../report/mri_training_curves.rst"),
+        curves=report(res("models/feature_ae/training_curves.png"), caption="../report/mri_training_curves.rst",
+                      category="3. MedEdit", subcategory="{dataset}", labels={"result": "7 Training curves: FID/KID feature autoencoder"}),
     params:
         checkpoints=lambda wc: f"{RESULTS}/{wc.dataset}/checkpoints/feature_ae",
         autoencoder=MEDEDIT.get("features", {}).get("autoencoder"),
@@ -269,8 +269,11 @@ rule mededit_table:
         summaries=lambda wc: expand(res("metrics/mededit/{pairing}.tsv"), dataset=wc.dataset,
                                     pairing=pairings(wc.dataset)),
     output:
-        table=report(res("tables/mededit.md"), category="MedEdit", caption="../report/mededit_table.rst"),
-        metrics=res("metrics/mededit.tsv"),
+        table=res("tables/mededit.md"),
+        html=report(res("tables/mededit.html"), caption="../report/mededit_table.rst", category="3. MedEdit",
+                    subcategory="{dataset}", labels={"result": "1 MedEdit tables (Tables 5.1-5.8)"}),
+        metrics=report(res("metrics/mededit.tsv"), caption="../report/mededit_metrics.rst", category="3. MedEdit",
+                       subcategory="{dataset}", labels={"result": "2 Scores per method and pairing (TSV, download)"}),
     params:
         code=script_code("mededit_table.py"),
     log:
@@ -284,7 +287,8 @@ rule mededit_figure:
         triplets=res("counterfactuals/{pairing}/triplets.npz"),
         counterfactuals=expand(res("counterfactuals/{pairing}/{method}.npz"), method=figure_methods(), allow_missing=True),
     output:
-        report(res("figures/mededit_{pairing}.png"), category="MedEdit", caption="../report/mededit_figure.rst"),
+        report(res("figures/mededit_{pairing}.png"), caption="../report/mededit_figure.rst", category="3. MedEdit",
+               subcategory="{dataset}", labels={"result": "3 Counterfactuals and difference maps: {pairing} pairing"}),
     params:
         n_examples=MEDEDIT.get("evaluation", {}).get("n_examples"),
         code=script_code("mededit_figure.py"),

@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import torch
+
 from cfbrain.counterfactual.methods import parse_method, save_counterfactuals
 from cfbrain.counterfactual.pipeline import SamplingSettings, edit
 from cfbrain.counterfactual.triplets import load_triplets
@@ -8,6 +10,7 @@ from cfbrain.provenance import snakemake_job
 from cfbrain.train import select_device
 
 with snakemake_job(snakemake) as job:
+    torch.set_num_threads(snakemake.threads)
     method = snakemake.wildcards.method
     result = edit(method, load_triplets(snakemake.input.triplets),
                   {parse_method(method).network: Path(snakemake.input.weights)},

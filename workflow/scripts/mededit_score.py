@@ -1,4 +1,5 @@
 import pandas as pd
+import torch
 
 from cfbrain.counterfactual.data import select_scans
 from cfbrain.counterfactual.methods import load_counterfactuals
@@ -11,6 +12,7 @@ from cfbrain.provenance import snakemake_job
 from cfbrain.train import select_device
 
 with snakemake_job(snakemake) as job:
+    torch.set_num_threads(snakemake.threads)
     params, device = snakemake.params, select_device()
     splits = pd.read_csv(snakemake.input.splits, sep="\t")
     real = select_scans(load_mri_slices(snakemake.input.slices), split_scans(splits, "test", pathological=True))
