@@ -65,14 +65,14 @@ def main() -> None:
         raise SystemExit(f"no tensors under {args.tensors}: run `make demo` first or pass --tensors")
     torch.manual_seed(0)
     labels = [i % 4 for i in range(len(files))]  # throughput does not depend on the labels
+    n_slices, *image_hw = ScanTensors(files[:1], [0], "full")[0]["image"].shape
     rows = {
         "hemisphere CNN (MTL)": measure(MultiTaskHemisphereCNN(), MultiTaskLoss(), ScanTensors(files, labels, "hemispheres"),
                                         args.steps, args.batch, args.workers),
-        f"{args.peer} (full brain)": measure(build_peer(args.peer), FourClassLoss(), ScanTensors(files, labels, "full"),
+        f"{args.peer} (full brain)": measure(build_peer(args.peer, tuple(image_hw)), FourClassLoss(), ScanTensors(files, labels, "full"),
                                              args.steps, args.batch, args.workers),
     }
-    shape = ScanTensors(files[:1], [0], "full")[0]["image"].shape
-    print(f"{len(files)} tensors of shape {tuple(shape)}, batch {args.batch}, {args.workers} loader workers, "
+    print(f"{len(files)} tensors of {n_slices} slices of {tuple(image_hw)}, batch {args.batch}, {args.workers} loader workers, "
           f"{torch.get_num_threads()} torch threads, CPU")
     for name, row in rows.items():
         print(f"  {name:26s} {row['samples_per_s']:7.2f} samples/s  {row['s_per_step']:6.2f} s/step  "

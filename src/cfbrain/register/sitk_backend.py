@@ -78,7 +78,7 @@ class SimpleITKSettings:
     rotation_search_deg: float = 30.0
     rotation_search_step_deg: float = 15.0
     histogram_bins: int = 32
-    sampling_fraction: float = 0.2
+    sampling_fraction: float = 0.1
     seed: int = 1
     max_iterations: int = 300
     learning_rate: float = 1.0
