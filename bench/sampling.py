@@ -64,7 +64,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    config = DiffusionUNetConfig(channels=tuple(args.channels), attention_levels=(False,) * (len(args.channels) - 1) + (True,),
+    attention = (False,) * (len(args.channels) - 1) + (True,)
+    config = DiffusionUNetConfig(channels=tuple(args.channels), attention_levels=attention,
                                  num_head_channels=args.channels[-1] // 2, norm_num_groups=8)
     models = {variant: diffusion_unet(variant, config).eval() for variant in ("mededit", "palette", "unconditional")}
     data = test_batch(args.batch, args.size)
@@ -72,7 +73,8 @@ def main() -> None:
     common = {"stride": args.stride, "seeds": 0}
     runs = {
         "mededit (k 25, U 4)": ("mededit", samplers.mededit_condition(lesion, brain),
-                                lambda m: samplers.mededit(m, image, lesion, brain, kernel_size=25, resample_steps=4, **common)),
+                                lambda m: samplers.mededit(m, image, lesion, brain, kernel_size=25, resample_steps=4,
+                                                           **common)),
         "naive_repaint (U 3)": ("mededit", samplers.mededit_condition(lesion, brain),
                                 lambda m: samplers.naive_repaint(m, image, lesion, brain, resample_steps=3, **common)),
         "sdedit (ratio 0.2)": ("mededit", samplers.mededit_condition(lesion, brain),

@@ -1,6 +1,9 @@
 # Thesis 000 (MedEdit), datasets with modality mri: one axial slice per scan -> conditional DDPMs, lesion
 # segmenter and FID features trained on the training split -> counterfactuals of the test split per method
 # -> scores -> tables/mededit.md and the Figure 5.1 grid.
+import hashlib
+import json
+
 from cfbrain.counterfactual.methods import ablation_methods, parse_method
 
 MRI = config.get("mri", {})
@@ -32,7 +35,8 @@ def pairings(dataset):
 
 
 def mri_source_root(wildcards):
-    return f"{SOURCES}/{wildcards.dataset}" if is_synthetic_mri(wildcards.dataset) else source_config(wildcards.dataset)["path"]
+    dataset = wildcards.dataset
+    return f"{SOURCES}/{dataset}" if is_synthetic_mri(dataset) else source_config(dataset)["path"]
 
 
 def mri_source_input(wildcards):
@@ -47,6 +51,13 @@ def mri_source_state(wildcards):
 def feature_weights(wildcards):
     """The trained feature autoencoder, unless RadImageNet weights are configured."""
     return {} if MEDEDIT["features"]["radimagenet_weights"] else {"features": res("models/feature_ae/final.pt")}
+
+
+def checkpoint_dir(name, *settings):
+    """Params function: the resume folder of one training job, keyed by its settings and the slice size, so a
+    config change starts a fresh run instead of stopping at the old run's ``last.pt``."""
+    digest = hashlib.sha256(json.dumps([MRI.get("size"), *settings], sort_keys=True).encode()).hexdigest()[:10]
+    return lambda wc: f"{RESULTS}/{wc.dataset}/checkpoints/{name.format(**wc)}/{digest}"
 
 
 def mri_targets(dataset):
@@ -135,9 +146,10 @@ rule train_ddpm:
         weights=res("models/ddpm_{network}/final.pt"),
         log=res("models/ddpm_{network}/train_log.tsv"),
         curves=report(res("models/ddpm_{network}/training_curves.png"), caption="../report/mri_training_curves.rst",
-                      category="3. MedEdit", subcategory="{dataset}", labels={"result": "5 Training curves: DDPM {network}"}),
+                      category="3. MedEdit", subcategory="{dataset}",
+                      labels={"result": "5 Training curves: DDPM {network}"}),
     params:
-        checkpoints=lambda wc: f"{RESULTS}/{wc.dataset}/checkpoints/ddpm_{wc.network}",
+        checkpoints=checkpoint_dir("ddpm_{network}", MEDEDIT.get("ddpm")),
         unet=MEDEDIT.get("ddpm", {}).get("unet"),
         training=MEDEDIT.get("ddpm", {}).get("training"),
         seed=lambda wc: MEDEDIT["ddpm"]["training"].get("seed", 0),
@@ -160,9 +172,10 @@ rule train_segmenter:
         weights=res("models/segmenter/final.pt"),
         log=res("models/segmenter/train_log.tsv"),
         curves=report(res("models/segmenter/training_curves.png"), caption="../report/mri_training_curves.rst",
-                      category="3. MedEdit", subcategory="{dataset}", labels={"result": "6 Training curves: lesion segmenter"}),
+                      category="3. MedEdit", subcategory="{dataset}",
+                      labels={"result": "6 Training curves: lesion segmenter"}),
     params:
-        checkpoints=lambda wc: f"{RESULTS}/{wc.dataset}/checkpoints/segmenter",
+        checkpoints=checkpoint_dir("segmenter", MEDEDIT.get("segmenter")),
         network=MEDEDIT.get("segmenter", {}).get("network"),
         training=MEDEDIT.get("segmenter", {}).get("training"),
         seed=lambda wc: MEDEDIT["segmenter"]["training"].get("seed", 0),
@@ -185,9 +198,10 @@ rule train_feature_ae:
         weights=res("models/feature_ae/final.pt"),
         log=res("models/feature_ae/train_log.tsv"),
         curves=report(res("models/feature_ae/training_curves.png"), caption="../report/mri_training_curves.rst",
-                      category="3. MedEdit", subcategory="{dataset}", labels={"result": "7 Training curves: FID/KID feature autoencoder"}),
+                      category="3. MedEdit", subcategory="{dataset}",
+                      labels={"result": "7 Training curves: FID/KID feature autoencoder"}),
     params:
-        checkpoints=lambda wc: f"{RESULTS}/{wc.dataset}/checkpoints/feature_ae",
+        checkpoints=checkpoint_dir("feature_ae", MEDEDIT.get("features")),
         autoencoder=MEDEDIT.get("features", {}).get("autoencoder"),
         training=MEDEDIT.get("features", {}).get("training"),
         seed=lambda wc: MEDEDIT["features"]["training"].get("seed", 0),
@@ -285,7 +299,8 @@ rule mededit_table:
 rule mededit_figure:
     input:
         triplets=res("counterfactuals/{pairing}/triplets.npz"),
-        counterfactuals=expand(res("counterfactuals/{pairing}/{method}.npz"), method=figure_methods(), allow_missing=True),
+        counterfactuals=expand(res("counterfactuals/{pairing}/{method}.npz"), method=figure_methods(),
+                               allow_missing=True),
     output:
         report(res("figures/mededit_{pairing}.png"), caption="../report/mededit_figure.rst", category="3. MedEdit",
                subcategory="{dataset}", labels={"result": "3 Counterfactuals and difference maps: {pairing} pairing"}),
