@@ -12,17 +12,18 @@ METHOD_REGEX = r"(palette|naive_repaint|sdedit|mededit)(_box)?(_k[0-9]+)?(_u[0-9
 
 
 def mededit_methods():
-    """The configured methods, then the ablation settings, without repeats (in the tables' order)."""
-    names = list(MEDEDIT["methods"])
+    """The configured methods, then the ablation settings, without repeats (in the tables' order); none when
+    the config has no MRI dataset (the schema then allows leaving the mededit section out)."""
+    names = figure_methods()
     settings = ablation_methods()
-    for ablation in MEDEDIT["ablations"]:
+    for ablation in MEDEDIT.get("ablations", []):
         names += settings[ablation].values()
     return list(dict.fromkeys(names))
 
 
 def figure_methods():
     """Methods in the figure grid: the configured ones (ablations only in the tables)."""
-    return list(MEDEDIT["methods"])
+    return list(MEDEDIT.get("methods", []))
 
 
 def is_synthetic_mri(dataset):
