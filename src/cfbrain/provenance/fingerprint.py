@@ -8,6 +8,7 @@ be forgotten or go stale.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from pathlib import Path
 
@@ -38,9 +39,11 @@ def module_closure(modules: set[str], package_root: Path = PACKAGE_ROOT) -> set[
     return seen
 
 
-def _imported_modules(code: str, package: str) -> set[str]:
+@functools.lru_cache(maxsize=None)
+def _imported_modules(code: str, package: str) -> frozenset[str]:
     """cfbrain modules named by the import statements of ``code`` (``package``: for relative imports).
-    For ``from a import b`` both ``a`` and ``a.b`` are returned; the closure drops what is not a module."""
+    For ``from a import b`` both ``a`` and ``a.b`` are returned; the closure drops what is not a module.
+    Cached by source text: a workflow fingerprints many scripts that share most of their modules."""
     found = set()
     for node in ast.walk(ast.parse(code)):
         if isinstance(node, ast.Import):
@@ -52,7 +55,7 @@ def _imported_modules(code: str, package: str) -> set[str]:
                 base = ".".join(anchor + ([base] if base else []))
             found.add(base)
             found |= {f"{base}.{alias.name}" for alias in node.names}
-    return {name for name in found if name == PACKAGE or name.startswith(PACKAGE + ".")}
+    return frozenset(name for name in found if name == PACKAGE or name.startswith(PACKAGE + "."))
 
 
 def _source_file(name: str, package_root: Path) -> Path | None:
