@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import shutil
+from types import SimpleNamespace
 
 import pytest
 
 from cfbrain.provenance import job_record, script_fingerprint, sha256_path
 from cfbrain.provenance.fingerprint import PACKAGE_ROOT, module_closure
-from cfbrain.provenance.record import record_path
+from cfbrain.provenance.record import Job, record_path
 
 
 @pytest.fixture
@@ -79,3 +81,22 @@ def test_job_record_names_its_slurm_job(tmp_path, monkeypatch):
     now = dt.datetime.now(dt.timezone.utc)
     record = job_record(rule="r", wildcards={}, inputs={}, outputs={}, params={}, seed=None, started=now, finished=now)
     assert record["slurm_job_id"] == "4711"
+
+
+def test_resume_dir_is_the_same_after_a_kill_and_new_when_inputs_or_params_change(tmp_path):
+    from snakemake.iocontainers import InputFiles, Params, Wildcards
+    tensor = tmp_path / "tensor.npz"
+    tensor.write_bytes(b"scan 1")
+
+    def job(epochs: int) -> Job:
+        smk = SimpleNamespace(rule="train_classifier", wildcards=Wildcards(fromdict={"model": "mtl", "seed": "0"}),
+                              params=Params(fromdict={"settings": {"mtl_epochs": [epochs, 1, 1]}, "code": "abc"}),
+                              input=InputFiles(fromdict={"tensors": [str(tensor)]}))
+        return Job(logging.getLogger("test"), smk)
+
+    first = job(6).resume_dir(tmp_path / "checkpoints")
+    assert first.parent == tmp_path / "checkpoints"
+    assert job(6).resume_dir(tmp_path / "checkpoints") == first
+    assert job(12).resume_dir(tmp_path / "checkpoints") != first
+    tensor.write_bytes(b"scan 1, edited")
+    assert job(6).resume_dir(tmp_path / "checkpoints") != first

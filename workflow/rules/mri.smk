@@ -1,8 +1,6 @@
 # Thesis 000 (MedEdit), datasets with modality mri: one axial slice per scan -> conditional DDPMs, lesion
 # segmenter and FID features trained on the training split -> counterfactuals of the test split per method
 # -> scores -> tables/mededit.md and the Figure 5.1 grid.
-import hashlib
-import json
 
 from cfbrain.counterfactual.methods import ablation_methods, parse_method
 
@@ -54,11 +52,10 @@ def feature_weights(wildcards):
     return {} if MEDEDIT["features"]["radimagenet_weights"] else {"features": res("models/feature_ae/final.pt")}
 
 
-def checkpoint_dir(name, *settings):
-    """Params function: the resume folder of one training job, keyed by its settings and the slice size, so a
-    config change starts a fresh run instead of stopping at the old run's ``last.pt``."""
-    digest = hashlib.sha256(json.dumps([MRI.get("size"), *settings], sort_keys=True).encode()).hexdigest()[:10]
-    return lambda wc: f"{RESULTS}/{wc.dataset}/checkpoints/{name.format(**wc)}/{digest}"
+def checkpoint_dir(name):
+    """Params function: the folder under which a training job keeps its resume checkpoints (the script adds
+    a digest of the job's inputs and params: ``Job.resume_dir``)."""
+    return lambda wc: f"{RESULTS}/{wc.dataset}/checkpoints/{name.format(**wc)}"
 
 
 def mri_targets(dataset):
@@ -150,7 +147,7 @@ rule train_ddpm:
                       category="3. MedEdit", subcategory="{dataset}",
                       labels={"result": "5 Training curves: DDPM {network}"}),
     params:
-        checkpoints=checkpoint_dir("ddpm_{network}", MEDEDIT.get("ddpm")),
+        checkpoints=checkpoint_dir("ddpm_{network}"),
         unet=MEDEDIT.get("ddpm", {}).get("unet"),
         training=MEDEDIT.get("ddpm", {}).get("training"),
         seed=lambda wc: MEDEDIT["ddpm"]["training"].get("seed", 0),
@@ -176,7 +173,7 @@ rule train_segmenter:
                       category="3. MedEdit", subcategory="{dataset}",
                       labels={"result": "6 Training curves: lesion segmenter"}),
     params:
-        checkpoints=checkpoint_dir("segmenter", MEDEDIT.get("segmenter")),
+        checkpoints=checkpoint_dir("segmenter"),
         network=MEDEDIT.get("segmenter", {}).get("network"),
         training=MEDEDIT.get("segmenter", {}).get("training"),
         seed=lambda wc: MEDEDIT["segmenter"]["training"].get("seed", 0),
@@ -202,7 +199,7 @@ rule train_feature_ae:
                       category="3. MedEdit", subcategory="{dataset}",
                       labels={"result": "7 Training curves: FID/KID feature autoencoder"}),
     params:
-        checkpoints=checkpoint_dir("feature_ae", MEDEDIT.get("features")),
+        checkpoints=checkpoint_dir("feature_ae"),
         autoencoder=MEDEDIT.get("features", {}).get("autoencoder"),
         training=MEDEDIT.get("features", {}).get("training"),
         seed=lambda wc: MEDEDIT["features"]["training"].get("seed", 0),

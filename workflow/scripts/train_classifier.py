@@ -10,4 +10,4 @@ with snakemake_job(snakemake) as job:
     tensor_dir = {Path(p).name: Path(p) for p in snakemake.input.tensors}
     train_classifier(snakemake.wildcards.model, scans, tensor_dir,
                      ClassifierSettings.from_mapping(snakemake.params.settings), snakemake.params.seed,
-                     Path(snakemake.output.weights).parent, Path(snakemake.params.checkpoints))
+                     Path(snakemake.output.weights).parent, job.resume_dir(snakemake.params.checkpoints))

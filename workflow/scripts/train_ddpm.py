@@ -15,4 +15,4 @@ with snakemake_job(snakemake) as job:
     train_on_slices(lambda: diffusion_unet(variant, unet), diffusion_phase(variant, box_masks=box),
                     load_mri_slices(snakemake.input.slices), pd.read_csv(snakemake.input.splits, sep="\t"),
                     train_settings(snakemake.params.training), Path(snakemake.output.weights).parent,
-                    Path(snakemake.params.checkpoints))
+                    job.resume_dir(snakemake.params.checkpoints))

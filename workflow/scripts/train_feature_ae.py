@@ -14,4 +14,4 @@ with snakemake_job(snakemake) as job:
     train_on_slices(lambda: SliceAutoencoder(autoencoder), autoencoder_phase(),
                     load_mri_slices(snakemake.input.slices), pd.read_csv(snakemake.input.splits, sep="\t"),
                     train_settings(snakemake.params.training), Path(snakemake.output.weights).parent,
-                    Path(snakemake.params.checkpoints))
+                    job.resume_dir(snakemake.params.checkpoints))

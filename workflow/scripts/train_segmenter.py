@@ -13,4 +13,4 @@ with snakemake_job(snakemake) as job:
     network = SegmenterConfig.from_mapping(snakemake.params.network)
     train_on_slices(lambda: lesion_segmenter(network), segmenter_phase(), load_mri_slices(snakemake.input.slices),
                     pd.read_csv(snakemake.input.splits, sep="\t"), train_settings(snakemake.params.training),
-                    Path(snakemake.output.weights).parent, Path(snakemake.params.checkpoints))
+                    Path(snakemake.output.weights).parent, job.resume_dir(snakemake.params.checkpoints))

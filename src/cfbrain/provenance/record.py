@@ -138,10 +138,25 @@ def record_path(results_root: Path, rule: str, wildcards: Mapping[str, str]) -> 
 
 @dataclass
 class Job:
-    """What a script body gets: the job logger and extra fields for its provenance record."""
+    """What a script body gets: the job logger, extra fields for its provenance record, and
+    :meth:`resume_dir` for training jobs."""
 
     log: logging.Logger
+    smk: Any
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def resume_dir(self, base: str | Path) -> Path:
+        """``base/<digest>``: where this job keeps the checkpoints it resumes from. The digest covers the
+        rule, wildcards, params (settings and code fingerprint) and the sha256 of every input, so a rerun
+        after a kill finds its own ``last.pt``, while a rerun because data, settings or code changed
+        starts fresh instead of resuming (or, if that run had finished, returning) the old model."""
+        inputs = {name: paths if isinstance(paths, (list, tuple)) else [paths]
+                  for name, paths in _named(self.smk.input).items()}
+        key = {"rule": self.smk.rule, "wildcards": dict(self.smk.wildcards.items()),
+               "params": _jsonable(_named(self.smk.params)),
+               "inputs": {name: [sha256_path(Path(p))["sha256"] for p in paths] for name, paths in inputs.items()}}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return Path(base) / digest
 
 
 @contextlib.contextmanager
@@ -152,7 +167,7 @@ def snakemake_job(smk: Any) -> Iterator[Job]:
     only if the body finishes; an exception propagates so that the job fails loudly.
     ``job.extra`` lands in the record under "extra" (e.g. hashes of private source files).
     """
-    job = Job(_job_logger(smk))
+    job = Job(_job_logger(smk), smk)
     started = dt.datetime.now(dt.timezone.utc)
     job.log.info("rule %s %s started", smk.rule, dict(smk.wildcards.items()))
     yield job
