@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from cfbrain.convert.exclusions import apply_review, exclusion_counts_markdown, ingest_status
+from cfbrain.convert.figures import exclusion_bars, exclusions_figure
 
 SERIES = pd.DataFrame({"scan": ["a", "b", "c", "d"], "verdict": ["candidate", "candidate", "candidate", "excluded"],
                        "reason": ["", "", "", "bone_kernel"], "detail": ["", "", "", "ConvolutionKernel H70h"]})
@@ -59,3 +60,19 @@ def test_later_stages_mark_kept_series_and_refuse_others():
         with_later_stages(table, [later.assign(scan="d")])
     with pytest.raises(ValueError, match="did not keep"):
         with_later_stages(table, [later, later])
+
+
+def test_exclusion_bars_count_every_series_once_in_pipeline_order(tmp_path):
+    table = pd.DataFrame({
+        "unit": ["series"] * 7 + ["file"],
+        "id": [f"s{i}" for i in range(7)] + ["f0"],
+        "stage": ["convert", "registration_qc", "index", "index", "convert", "index", "convert", "index"],
+        "status": ["kept", "excluded", "excluded", "excluded", "needs_review", "excluded", "kept", "excluded"],
+        "reason": ["", "registration", "localiser", "localiser", "split_skull_review", "bone_kernel", "", "not_dicom"],
+        "detail": [""] * 8})
+    bars = exclusion_bars(table)
+    assert bars.n.sum() == 7  # series only: the stray file is in the table, not in the bars
+    assert list(zip(bars.label, bars.n)) == [
+        ("kept (all stages passed)", 2), ("convert: Separated skull base/vault (awaiting review)", 1),
+        ("index: Localisers", 2), ("index: Bone reformats", 1), ("registration_qc: Poor patient positioning", 1)]
+    assert exclusions_figure(table, "toy", tmp_path / "exclusions.png").stat().st_size > 0

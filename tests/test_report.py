@@ -149,7 +149,7 @@ def test_every_result_is_listed_in_reading_order(chromium, report, tiny_run):
     clusters = sorted(p.stem for p in (tiny_run / "results" / DATASET / "figures" / "registration_clusters").glob("*.png"))
     assert len(clusters) >= 2
     assert result_labels(reader_view(chromium, report, PREPARATION, clicks=1)) == [
-        "1 Exclusions by reason", "2 Exclusions: every series (TSV, download)",
+        "1 Exclusions by reason", "1 Exclusions by stage (figure)", "2 Exclusions: every series (TSV, download)",
         "3 Registration QC: clusters of the registrations",
         *(f"4 Registration QC: {cluster} examples" for cluster in clusters), "5 Preprocessing montage"]
     assert result_labels(reader_view(chromium, report, CLASSIFICATION, clicks=1)) == [
@@ -158,6 +158,7 @@ def test_every_result_is_listed_in_reading_order(chromium, report, tiny_run):
 
 
 @pytest.mark.parametrize("category, result, image", [
+    (PREPARATION, "1 Exclusions by stage (figure)", "exclusions.png"),
     (PREPARATION, "3 Registration QC: clusters of the registrations", "registration_qc.png"),
     (PREPARATION, "5 Preprocessing montage", "preprocessing_montage.png"),
     (CLASSIFICATION, "4 Training curves: mtl, seed 0", "training_curves.png"),

@@ -83,6 +83,9 @@ rule exclusions:
         markdown=res("tables/exclusions.md"),
         html=report(res("tables/exclusions.html"), caption="../report/exclusions.rst",
                     category="1. Data preparation", subcategory="{dataset}", labels={"result": "1 Exclusions by reason"}),
+        figure=report(res("figures/exclusions.png"), caption="../report/exclusions_figure.rst",
+                      category="1. Data preparation", subcategory="{dataset}",
+                      labels={"result": "1 Exclusions by stage (figure)"}),
     params:
         code=script_code("exclusions.py"),
     log:

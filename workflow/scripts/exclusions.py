@@ -3,6 +3,7 @@ from pathlib import Path
 import pandas as pd
 
 from cfbrain.convert.exclusions import exclusion_counts_markdown, with_later_stages
+from cfbrain.convert.figures import exclusions_figure
 from cfbrain.provenance import snakemake_job
 from cfbrain.register.stage import registration_exclusions
 from cfbrain.report import markdown_html
@@ -19,3 +20,5 @@ with snakemake_job(snakemake) as job:
     markdown = exclusion_counts_markdown(table, snakemake.wildcards.dataset)
     Path(snakemake.output.markdown).write_text(markdown)
     Path(snakemake.output.html).write_text(markdown_html(markdown))
+    Path(snakemake.output.figure).parent.mkdir(parents=True, exist_ok=True)
+    exclusions_figure(table, snakemake.wildcards.dataset, snakemake.output.figure)
