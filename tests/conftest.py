@@ -130,3 +130,13 @@ def tiny_run(tmp_path_factory):
     result = snakemake(workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test (small networks: thread start-up costs more than it saves)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

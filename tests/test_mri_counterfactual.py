@@ -18,15 +18,8 @@ from cfbrain.metrics.counterfactual import fidelity_error, indirect_effect_regio
 from cfbrain.preprocess.mri import MRISliceSet
 from cfbrain.synth.mri import TruthSlices
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SIZE = 24
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def constructed_case(n: int = 3):

@@ -17,17 +17,10 @@ from cfbrain.models.segmenter import (SegmentationLoss, SegmenterConfig, hard_di
 from cfbrain.preprocess.mri import MRISliceSet
 from cfbrain.train import TrainConfig, fit
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY_UNET = DiffusionUNetConfig(channels=(8, 16, 16), num_head_channels=8, norm_num_groups=8)
 TINY_SEGMENTER = SegmenterConfig(channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
 TINY_AUTOENCODER = AutoencoderConfig(channels=(4, 8, 16))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def slice_set(n: int = 4, size: int = 16, seed: int = 0) -> MRISliceSet:

@@ -347,3 +347,11 @@ def test_montage_is_written(tmp_path):
     save_tensor(tmp_path / "ct.npz", preprocess_ct(ct, CTPreprocessConfig(target_hw=(120, 100)), lesion_mask=lesion))
     preprocessing_montage(tmp_path / "montage.png", [("scan-01", tmp_path / "ct.nii.gz", tmp_path / "ct.npz")] * 2)
     assert (tmp_path / "montage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_npz_readers_refuse_a_file_of_another_kind(tmp_path):
+    from cfbrain.preprocess.npz import read_npz, write_npz
+    write_npz(tmp_path / "a.npz", {"format": np.str_("cfbrain-triplets/1"), "x": np.arange(3)})
+    assert list(read_npz(tmp_path / "a.npz", "cfbrain-triplets/1")["x"]) == [0, 1, 2]
+    with pytest.raises(ValueError, match="not a cfbrain-ct-tensor/1 file"):
+        load_tensor(tmp_path / "a.npz")

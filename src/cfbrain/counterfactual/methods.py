@@ -171,9 +171,7 @@ def save_counterfactuals(path: str | Path, result: CounterfactualSet) -> None:
 
 def load_counterfactuals(path: str | Path) -> CounterfactualSet:
     """Read a file written by :func:`save_counterfactuals`."""
-    arrays = read_npz(path)
-    if str(arrays.get("format")) != COUNTERFACTUALS_FORMAT:
-        raise ValueError(f"{path}: not a {COUNTERFACTUALS_FORMAT} file")
+    arrays = read_npz(path, COUNTERFACTUALS_FORMAT)
     return CounterfactualSet(method=str(arrays["method"]), prior_scan=arrays["prior_scan"],
                              mask_scan=arrays["mask_scan"], prior=arrays["prior"],
                              counterfactual=arrays["counterfactual"], mask=arrays["mask"],

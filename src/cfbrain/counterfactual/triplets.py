@@ -106,9 +106,7 @@ def save_triplets(path: str | Path, triplets: Triplets) -> None:
 
 def load_triplets(path: str | Path) -> Triplets:
     """Read a file written by :func:`save_triplets`."""
-    arrays = read_npz(path)
-    if str(arrays.get("format")) != TRIPLETS_FORMAT:
-        raise ValueError(f"{path}: not a {TRIPLETS_FORMAT} file")
+    arrays = read_npz(path, TRIPLETS_FORMAT)
     return Triplets(mode=str(arrays["mode"]), prior_scan=arrays["prior_scan"], mask_scan=arrays["mask_scan"],
                     prior=arrays["prior"], brain_mask=arrays["brain_mask"], lesion_mask=arrays["lesion_mask"],
                     lesioned=arrays.get("lesioned"))

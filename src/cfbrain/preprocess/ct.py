@@ -230,9 +230,7 @@ def save_tensor(path: str | Path, tensor: CTTensor) -> None:
 
 def load_tensor(path: str | Path) -> CTTensor:
     """Read a file written by :func:`save_tensor`."""
-    arrays = read_npz(path)
-    if str(arrays.get("format")) != TENSOR_FORMAT:
-        raise ValueError(f"{path}: not a {TENSOR_FORMAT} file (format={arrays.get('format')})")
+    arrays = read_npz(path, TENSOR_FORMAT)
     row0, row1, col0, col1 = (int(v) for v in arrays["crop_box"])
     return CTTensor(
         image=arrays["image"],

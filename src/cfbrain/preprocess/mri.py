@@ -317,8 +317,6 @@ def save_mri_slices(path: str | Path, slices: MRISliceSet) -> None:
 
 def load_mri_slices(path: str | Path) -> MRISliceSet:
     """Read a file written by :func:`save_mri_slices`."""
-    arrays = read_npz(path)
-    if str(arrays.get("format")) != SLICES_FORMAT:
-        raise ValueError(f"{path}: not a {SLICES_FORMAT} file")
+    arrays = read_npz(path, SLICES_FORMAT)
     return MRISliceSet(dataset=str(arrays["dataset"]), scan=arrays["scan"], image=arrays["image"],
                        lesion_mask=arrays["lesion_mask"], brain_mask=arrays["brain_mask"])

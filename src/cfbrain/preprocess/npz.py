@@ -19,7 +19,11 @@ def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
-def read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """All arrays of an .npz written by :func:`write_npz` (loaded eagerly, no pickles)."""
+def read_npz(path: str | Path, expected_format: str) -> dict[str, np.ndarray]:
+    """All arrays of an .npz written by :func:`write_npz` (loaded eagerly, no pickles); raises ValueError
+    unless its ``format`` array is ``expected_format`` (a file of another kind, or of an older layout)."""
     with np.load(path, allow_pickle=False) as archive:
-        return {name: archive[name] for name in archive.files}
+        arrays = {name: archive[name] for name in archive.files}
+    if str(arrays.get("format")) != expected_format:
+        raise ValueError(f"{path}: not a {expected_format} file (format={arrays.get('format')})")
+    return arrays

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -42,6 +43,14 @@ def sha256_path(path: Path) -> dict[str, Any]:
 
 
 def _sha256_file(path: Path) -> str:
+    """sha256 of a file; a job hashes its inputs twice (``Job.resume_dir``, then the record), so the
+    digest is remembered for the same path, size and modification time."""
+    stat = path.stat()
+    return _sha256_unchanged_file(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=65536)
+def _sha256_unchanged_file(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):

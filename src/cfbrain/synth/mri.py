@@ -903,9 +903,7 @@ def save_truth_slices(path: str | Path, truth: TruthSlices) -> None:
 
 def load_truth_slices(path: str | Path) -> TruthSlices:
     """Read a file written by :func:`save_truth_slices`."""
-    arrays = read_npz(path)
-    if str(arrays.get("format")) != TRUTH_SLICES_FORMAT:
-        raise ValueError(f"{path}: not a {TRUTH_SLICES_FORMAT} file")
+    arrays = read_npz(path, TRUTH_SLICES_FORMAT)
     return TruthSlices(dataset=str(arrays["dataset"]), scan=arrays["scan"], healthy=arrays["healthy"],
                        lesioned=arrays["lesioned"], lesion_mask=arrays["lesion_mask"],
                        healthy_brain_mask=arrays["healthy_brain_mask"], displacement_mm=arrays["displacement_mm"])
