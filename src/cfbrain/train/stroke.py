@@ -20,6 +20,7 @@ from cfbrain.metrics.classification import (FOUR_CLASSES, classification_summary
                                             stratified_accuracy)
 from cfbrain.models import MultiTaskHemisphereCNN, build_peer
 from cfbrain.preprocess.ct import load_tensor
+from cfbrain.settings import from_mapping
 from cfbrain.train.augment import RandomBrainFlip
 from cfbrain.train.checkpoint import load_weights
 from cfbrain.train.classification import PHASE_LRS, mtl_outputs, mtl_phases, peer_outputs, peer_phase
@@ -97,7 +98,7 @@ class ClassifierSettings:
 
     @classmethod
     def from_mapping(cls, values: dict) -> "ClassifierSettings":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        return from_mapping(cls, values, "classification training")
 
 
 def build_model(name: str, image_hw: tuple[int, int]) -> torch.nn.Module:
