@@ -10,9 +10,10 @@ import torch
 from cfbrain.counterfactual.evaluate import (SUMMARY_COLUMNS, evaluate_counterfactuals, example_indices, figure_grid,
                                              mededit_markdown)
 from cfbrain.counterfactual.methods import (MethodSpec, ablation_methods, load_counterfactuals, parse_method,
-                                           run_method, save_counterfactuals)
+                                           pixel_kernel, run_method, save_counterfactuals)
 from cfbrain.counterfactual.nnunet import case_ids, export_for_nnunet, read_predicted_masks
 from cfbrain.counterfactual.triplets import counterpart_triplets, load_triplets, random_triplets, save_triplets
+from cfbrain.diffusion.masks import dilate
 from cfbrain.diffusion.schedule import NoiseSchedule
 from cfbrain.metrics.counterfactual import fidelity_error, indirect_effect_region, indirect_effect_score
 from cfbrain.preprocess.mri import MRISliceSet
@@ -126,6 +127,18 @@ def test_method_names():
     settings = ablation_methods()
     assert settings["kernel"] == {10: "mededit_k10", 15: "mededit_k15", 20: "mededit_k20", 25: "mededit"}
     assert settings["resample"][4] == "mededit" and settings["resample"][1] == "mededit_u1"
+
+
+def test_mededit_kernel_covers_the_same_anatomy_at_any_slice_size():
+    assert pixel_kernel(25, 128) == 25 and pixel_kernel(25, 64) == 12 and pixel_kernel(20, 32) == 5
+    assert pixel_kernel(10, 8) == 1
+    triplets = random_triplets(toy_slices(), ["scan0"], ["scan3"], seed=0)
+    edited = run_method("mededit", {"mededit": zeros_eps}, triplets, **FAST)
+    changed = np.abs(edited.counterfactual[0] - edited.prior[0]) > 1e-5
+    lesion, brain = triplets.lesion_mask.astype(np.float32), triplets.brain_mask[0] > 0
+    within = dilate(lesion, pixel_kernel(25, SIZE))[0] > 0  # 5 pixels on these 24-pixel slices
+    assert changed.any() and not (changed & ~(within & brain)).any()
+    assert (changed & ~(dilate(lesion, 3)[0] > 0)).any()  # grows beyond the lesion's 1-pixel rim
 
 
 def test_results_do_not_depend_on_the_batch_size():

@@ -59,8 +59,9 @@ def test_table_has_a_row_per_method_and_pairing_with_scores_in_range(run):
     assert (counterpart.n_indirect >= 1).all() and counterpart.indirect_effect.between(0, 1).all()
     assert (random.n_indirect == 0).all() and random.indirect_effect.isna().all()
     table = (run / "tables" / "mededit.md").read_text()
-    for label in ("Palette", "Naïve RePaint", "SDEdit", "MedEdit"):
-        assert len(re.findall(rf"^\| {label} \| [0-9.]+ \| [0-9.e-]+ ± ", table, re.MULTILINE)) == 2, label
+    for label in ("Palette", "Naïve RePaint", "SDEdit", "MedEdit"):  # mask and box rows, two pairings
+        assert len(re.findall(rf"^\| {label} \| [0-9.]+ \| [0-9.e-]+ ± ", table, re.MULTILINE)) == 4, label
+    assert table.count("## Bounding-box conditioning") == 2
     assert "FID/KID feature extractor: in-domain autoencoder" in table
 
 
@@ -92,7 +93,7 @@ def test_every_scan_is_accounted_for(run):
 def test_every_job_left_a_provenance_record(run):
     records = list((run / "provenance").rglob("*.json"))
     counts = pd.Series([path.parent.name for path in records]).value_counts().to_dict()
-    assert counts == {"synth_mri": 1, "mri_slices": 1, "mri_truth": 1, "mri_splits": 1, "train_ddpm": 2,
+    assert counts == {"synth_mri": 1, "mri_slices": 1, "mri_truth": 1, "mri_splits": 1, "train_ddpm": 4,
                       "train_segmenter": 1, "train_feature_ae": 1, "mededit_triplets": 2,
                       "mededit_run": len(METHODS) * len(PAIRINGS), "mededit_score": 2, "mededit_table": 1,
                       "mededit_figure": 2}

@@ -130,7 +130,7 @@ def mededit_markdown(summary: pd.DataFrame, title: str) -> str:
         ("Mask conditioning (Tables 5.1, 5.5)", "Method", {m: METHOD_LABELS[m] for m in BASE_METHODS}, main),
         ("Bounding-box conditioning, box Dice/IoU (Tables 5.4, 5.8)", "Method",
          {f"{m}_box": METHOD_LABELS[m] for m in BASE_METHODS}, box),
-        ("MedEdit dilation kernel k, U = 4 (Tables 5.2, 5.6)", "k",
+        ("MedEdit dilation kernel k (pixels of a 128 x 128 slice), U = 4 (Tables 5.2, 5.6)", "k",
          {name: str(k) for k, name in settings["kernel"].items()}, ablation),
         ("MedEdit resampling steps U, k = 25 (Tables 5.3, 5.7)", "U",
          {name: str(u) for u, name in settings["resample"].items()}, ablation),

@@ -8,6 +8,11 @@ Method names (``parse_method``) are ``{base}[_box][_k{kernel}][_u{resample}]``:
 * ``_k{n}``, ``_u{n}``: MedEdit's dilation kernel (default 25) and resampling steps (default 4; naive
   RePaint's default is 3), for the ablations (Tables 5.2-5.3, 5.6-5.7).
 
+MedEdit's kernel ``k`` is in pixels of the thesis's 128 x 128 slices, so it covers the same anatomy at any
+slice size: on S x S slices the dilation uses ``round(k · S / 128)`` pixels (:func:`pixel_kernel`; k = 25 is
+12 pixels at 64 px). Unscaled, k = 25 would span 40 % of a 64 px slice and MedEdit would regenerate half the
+brain around a small lesion.
+
 ``palette`` uses the Palette denoiser, every other base the MedEdit denoiser, each trained on the
 conditioning the method uses: ``eps_models`` keys ``"mededit"``, ``"palette"`` (lesion masks) and
 ``"mededit_box"``, ``"palette_box"`` (boxes; :class:`MethodSpec.network`). SDEdit's encoding ratio is an
@@ -43,6 +48,8 @@ BASE_METHODS = ("palette", "naive_repaint", "sdedit", "mededit")
 MEDEDIT_KERNEL, MEDEDIT_BOX_KERNEL, MEDEDIT_RESAMPLE, NAIVE_RESAMPLE = 25, 20, 4, 3
 ABLATION_KERNELS = (10, 15, 20, 25)
 ABLATION_RESAMPLE_STEPS = (1, 2, 3, 4)
+REFERENCE_SIZE = 128
+"""Slice side (pixels) in which the thesis gives MedEdit's kernel sizes."""
 COUNTERFACTUALS_FORMAT = "cfbrain-counterfactuals/1"
 _NAME = re.compile(r"(?P<base>palette|naive_repaint|sdedit|mededit)(?P<box>_box)?(?:_k(?P<k>\d+))?(?:_u(?P<u>\d+))?")
 
@@ -95,6 +102,12 @@ def ablation_methods() -> dict[str, dict[int, str]]:
     }
 
 
+def pixel_kernel(kernel_size: int, image_side: int) -> int:
+    """MedEdit's dilation kernel in pixels of an ``image_side``-pixel slice, for ``kernel_size`` given in
+    pixels of the thesis's 128-pixel slices (module docstring); at least 1."""
+    return max(1, round(kernel_size * image_side / REFERENCE_SIZE))
+
+
 @dataclass(frozen=True)
 class CounterfactualSet:
     """Counterfactuals of one method (module docstring)."""
@@ -119,7 +132,8 @@ def _edit_batch(spec: MethodSpec, eps_model: samplers.EpsModel, prior: torch.Ten
     """One sampler call on a batch in [-1, 1] (B, 1, H, W) with masks (B, 1, H, W)."""
     common = {"schedule": schedule, "stride": stride, "seeds": seeds}
     if spec.base == "mededit":
-        return samplers.mededit(eps_model, prior, mask, brain, kernel_size=spec.kernel_size,
+        kernel = pixel_kernel(spec.kernel_size, prior.shape[-1])
+        return samplers.mededit(eps_model, prior, mask, brain, kernel_size=kernel,
                                 resample_steps=spec.resample_steps, **common)
     if spec.base == "naive_repaint":
         return samplers.naive_repaint(eps_model, prior, mask, brain, resample_steps=spec.resample_steps, **common)
