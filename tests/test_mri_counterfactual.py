@@ -1,6 +1,10 @@
 """Counterfactual scores on constructed cases, and the editing-experiment glue end to end on a fake denoiser."""
 from __future__ import annotations
 
+import json
+import os
+import sys
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -11,7 +15,9 @@ from cfbrain.counterfactual.evaluate import (SUMMARY_COLUMNS, evaluate_counterfa
                                              mededit_markdown)
 from cfbrain.counterfactual.methods import (MethodSpec, ablation_methods, load_counterfactuals, parse_method,
                                            pixel_kernel, run_method, save_counterfactuals)
-from cfbrain.counterfactual.nnunet import case_ids, export_for_nnunet, read_predicted_masks
+from cfbrain.counterfactual.nnunet import (NnUNetSettings, case_ids, export_for_nnunet, export_training_set,
+                                          nnunet_segment, predict_command, read_predicted_masks)
+from cfbrain.counterfactual.pipeline import lesion_segmentation
 from cfbrain.counterfactual.triplets import counterpart_triplets, load_triplets, random_triplets, save_triplets
 from cfbrain.diffusion.masks import dilate
 from cfbrain.diffusion.schedule import NoiseSchedule
@@ -215,3 +221,83 @@ def test_nnunet_round_trip(tmp_path):
     np.testing.assert_array_equal(read_predicted_masks(predictions, ids), (images > 0.5).astype(np.uint8))
     with pytest.raises(FileNotFoundError):
         read_predicted_masks(predictions, ["missing"])
+
+
+FAKE_NNUNET = """#!{python}
+# Stands in for nnUNetv2_predict_from_modelfolder: records its arguments, labels pixels > 0.5 as 2.
+import argparse, json, pathlib, sys
+import nibabel as nib, numpy as np
+parser = argparse.ArgumentParser()
+for flag in ("-i", "-o", "-m", "-chk", "-device"):
+    parser.add_argument(flag, required=True)
+parser.add_argument("-f", nargs="+", type=int, required=True)
+parser.add_argument("--disable_tta", action="store_true")
+args = parser.parse_args()
+if not pathlib.Path(args.m, "fold_0").is_dir():
+    sys.exit("no fold_0 in " + args.m)
+out = pathlib.Path(args.o)
+out.mkdir(parents=True, exist_ok=True)
+(out.parents[1] / "argv.json").write_text(json.dumps(sys.argv[1:]))
+for path in sorted(pathlib.Path(args.i).glob("*_0000.nii.gz")):
+    image = np.asarray(nib.load(path).dataobj)
+    nib.Nifti1Image((image > 0.5).astype(np.uint8) * 2, np.eye(4)).to_filename(
+        out / path.name.replace("_0000.nii.gz", ".nii.gz"))
+"""
+
+
+@pytest.fixture
+def fake_nnunet(tmp_path, monkeypatch):
+    """A fake prediction executable on PATH and a model folder with fold_0; argv lands in the work folder."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    executable = bin_dir / "nnUNetv2_predict_from_modelfolder"
+    executable.write_text(FAKE_NNUNET.format(python=sys.executable))
+    executable.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    model = tmp_path / "nnUNetTrainer__nnUNetPlans__2d"
+    (model / "fold_0").mkdir(parents=True)
+    return model
+
+
+def test_nnunet_backend_segments_through_the_prediction_command(fake_nnunet, tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    images = np.random.default_rng(4).random((3, 10, 7)).astype(np.float32)
+    settings = NnUNetSettings.from_mapping({"model_folder": str(fake_nnunet), "folds": [0, 1],
+                                            "checkpoint": "checkpoint_best.pth"})
+    masks = nnunet_segment(images, settings, device="cpu")
+    np.testing.assert_array_equal(masks, (images > 0.5).astype(np.uint8))  # same pixel order, labels fused
+    argv = json.loads((tmp_path / "argv.json").read_text())  # written beside the (removed) work folder
+    assert argv[argv.index("-m") + 1] == str(fake_nnunet) and argv[argv.index("-f") + 1:][:2] == ["0", "1"]
+    assert argv[argv.index("-chk") + 1] == "checkpoint_best.pth" and "--disable_tta" not in argv
+    segment_images = lesion_segmentation("nnunet", torch.device("cpu"), nnunet={"model_folder": str(fake_nnunet)})
+    np.testing.assert_array_equal(segment_images(images[:1]), masks[:1])
+
+
+def test_nnunet_prediction_command_and_errors(fake_nnunet, tmp_path):
+    settings = NnUNetSettings(model_folder=str(fake_nnunet), folds=(0, 2), disable_tta=True)
+    command = predict_command(settings, tmp_path / "in", tmp_path / "out", "cuda")
+    assert command == ["nnUNetv2_predict_from_modelfolder", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                       "-m", str(fake_nnunet), "-f", "0", "2", "-chk", "checkpoint_final.pth", "-device", "cuda",
+                       "--disable_tta"]
+    images = np.zeros((1, 4, 4), np.float32)
+    with pytest.raises(FileNotFoundError, match="model folder"):
+        nnunet_segment(images, NnUNetSettings(model_folder=str(tmp_path / "nowhere")))
+    with pytest.raises(FileNotFoundError, match="not on PATH"):
+        nnunet_segment(images, NnUNetSettings(model_folder=str(fake_nnunet), executable="no-such-nnunet"))
+    (fake_nnunet / "fold_0").rmdir()
+    with pytest.raises(RuntimeError, match="no fold_0"):
+        nnunet_segment(images, settings)
+    with pytest.raises(ValueError, match="model_folder"):
+        lesion_segmentation("nnunet", torch.device("cpu"))
+    with pytest.raises(ValueError, match="unknown segmenter backend"):
+        lesion_segmentation("nnUNet", torch.device("cpu"))
+
+
+def test_nnunet_training_set_layout(tmp_path):
+    slices = toy_slices()
+    description = json.loads(export_training_set(slices.image, slices.lesion_mask, list(slices.scan), tmp_path,
+                                                 "cfbrain_toy").read_text())
+    assert description["numTraining"] == 5 and description["labels"] == {"background": 0, "lesion": 1}
+    assert description["channel_names"] == {"0": "MRI"} and description["file_ending"] == ".nii.gz"
+    assert sorted(p.name for p in (tmp_path / "imagesTr").iterdir()) == [f"scan{i}_0000.nii.gz" for i in range(5)]
+    np.testing.assert_array_equal(read_predicted_masks(tmp_path / "labelsTr", list(slices.scan)), slices.lesion_mask)

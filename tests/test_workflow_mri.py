@@ -116,6 +116,31 @@ def test_default_config_plans_every_method_and_ablation(tmp_path):
                                         for m in methods})
 
 
+def test_nnunet_dataset_is_the_training_split(run):
+    result = snakemake(run.parents[1], TINY, f"results/{DATASET}/nnunet/raw")
+    assert result.returncode == 0, result.stderr[-3000:]
+    raw = run / "nnunet" / "raw"
+    splits = pd.read_csv(run / "mri" / "splits.tsv", sep="\t")
+    train = sorted(splits.scan[splits.split == "train"])
+    assert yaml.safe_load((raw / "dataset.json").read_text())["numTraining"] == len(train)
+    assert sorted(p.name.removesuffix(".nii.gz") for p in (raw / "labelsTr").iterdir()) == train
+
+
+def test_nnunet_backend_replaces_the_trained_segmenter(tmp_path):
+    config = yaml.safe_load(TINY.read_text())
+    config["mededit"]["segmenter"] = {"backend": "nnunet", "nnunet": {"model_folder": str(tmp_path / "model")}}
+    configfile = tmp_path / "nnunet.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, configfile, "--dry-run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    assert "train_segmenter" not in counts and counts["mededit_score"] == 2
+    del config["mededit"]["segmenter"]["nnunet"]
+    configfile.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, configfile, "--dry-run")
+    assert result.returncode != 0 and "'nnunet' is a required property" in result.stdout + result.stderr
+
+
 def _nifti(path: Path, data: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.Nifti1Image(data, np.eye(4)).to_filename(path)

@@ -52,6 +52,15 @@ def feature_weights(wildcards):
     return {} if MEDEDIT["features"]["radimagenet_weights"] else {"features": res("models/feature_ae/final.pt")}
 
 
+def segmenter_backend():
+    return MEDEDIT.get("segmenter", {}).get("backend", "monai")
+
+
+def segmenter_weights(wildcards):
+    """The trained MONAI segmenter; nothing with the nnU-Net backend (the user's trained model is a param)."""
+    return {} if segmenter_backend() == "nnunet" else {"segmenter": res("models/segmenter/final.pt")}
+
+
 def checkpoint_dir(name):
     """Params function: the folder under which a training job keeps its resume checkpoints (the script adds
     a digest of the job's inputs and params: ``Job.resume_dir``)."""
@@ -214,6 +223,22 @@ rule train_feature_ae:
         "../scripts/train_feature_ae.py"
 
 
+rule nnunet_dataset:
+    """The training split in nnU-Net v2's raw layout, for users who train nnU-Net as the Dice segmenter
+    (cfbrain.counterfactual.nnunet); not part of the default targets."""
+    input:
+        slices=res("mri/slices.npz"),
+        splits=res("mri/splits.tsv"),
+    output:
+        directory(res("nnunet/raw")),
+    params:
+        code=script_code("nnunet_dataset.py"),
+    log:
+        log_path("nnunet_dataset"),
+    script:
+        "../scripts/nnunet_dataset.py"
+
+
 rule mededit_triplets:
     input:
         slices=res("mri/slices.npz"),
@@ -254,17 +279,17 @@ rule mededit_run:
 rule mededit_score:
     input:
         unpack(feature_weights),
+        unpack(segmenter_weights),
         counterfactuals=expand(res("counterfactuals/{pairing}/{method}.npz"), method=mededit_methods(),
                                allow_missing=True),
         triplets=res("counterfactuals/{pairing}/triplets.npz"),
         slices=res("mri/slices.npz"),
         splits=res("mri/splits.tsv"),
-        segmenter=res("models/segmenter/final.pt"),
     output:
         summary=res("metrics/mededit/{pairing}.tsv"),
         images=res("metrics/mededit/{pairing}_images.tsv"),
     params:
-        segmenter=MEDEDIT.get("segmenter", {}).get("network"),
+        segmenter=MEDEDIT.get("segmenter"),
         autoencoder=MEDEDIT.get("features", {}).get("autoencoder"),
         radimagenet_weights=MEDEDIT.get("features", {}).get("radimagenet_weights"),
         evaluation=MEDEDIT.get("evaluation"),

@@ -3,10 +3,9 @@ import torch
 
 from cfbrain.counterfactual.data import select_scans
 from cfbrain.counterfactual.methods import load_counterfactuals
-from cfbrain.counterfactual.pipeline import feature_extractor_name, score, split_scans
+from cfbrain.counterfactual.pipeline import feature_extractor_name, lesion_segmentation, score, split_scans
 from cfbrain.counterfactual.triplets import load_triplets
 from cfbrain.models.features import AutoencoderConfig, feature_extractor
-from cfbrain.models.segmenter import SegmenterConfig, load_segmenter
 from cfbrain.preprocess.mri import load_mri_slices
 from cfbrain.provenance import snakemake_job
 from cfbrain.train import select_device
@@ -19,9 +18,11 @@ with snakemake_job(snakemake) as job:
     extractor = feature_extractor(radimagenet_weights=params.radimagenet_weights,
                                   autoencoder_weights=snakemake.input.get("features"),
                                   autoencoder_config=AutoencoderConfig.from_mapping(params.autoencoder), device=device)
-    segmenter = load_segmenter(snakemake.input.segmenter, SegmenterConfig.from_mapping(params.segmenter), device=device)
+    segment_images = lesion_segmentation(params.segmenter.get("backend", "monai"), device,
+                                         weights=snakemake.input.get("segmenter"),
+                                         network=params.segmenter.get("network"), nnunet=params.segmenter.get("nnunet"))
     summary, images = score([load_counterfactuals(p) for p in snakemake.input.counterfactuals],
-                            load_triplets(snakemake.input.triplets), real.image, segmenter, extractor,
+                            load_triplets(snakemake.input.triplets), real.image, segment_images, extractor,
                             n_bootstrap=params.evaluation["n_bootstrap"], kid_subsets=params.evaluation["kid_subsets"],
                             seed=params.seed)
     summary.insert(0, "pairing", snakemake.wildcards.pairing)

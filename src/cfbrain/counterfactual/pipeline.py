@@ -29,10 +29,11 @@ from torch import nn
 from cfbrain.counterfactual.data import SliceDataset, random_flip, select_scans
 from cfbrain.counterfactual.evaluate import evaluate_counterfactuals, mededit_markdown
 from cfbrain.counterfactual.methods import CounterfactualSet, parse_method, run_method
+from cfbrain.counterfactual.nnunet import NnUNetSettings, nnunet_segment
 from cfbrain.counterfactual.triplets import Triplets, counterpart_triplets, random_triplets
 from cfbrain.metrics.generative import extract_features
 from cfbrain.models.diffusion_unet import DiffusionUNetConfig, load_eps_model
-from cfbrain.models.segmenter import segment
+from cfbrain.models.segmenter import SegmenterConfig, load_segmenter, segment
 from cfbrain.preprocess.mri import (ATLAS_SPEC, BRATS_SPEC, MRISliceSet, MRISliceSpec, find_atlas_pairs,
                                     find_brats_pairs, process_mri_dataset)
 from cfbrain.preprocess.splits import patient_splits
@@ -192,16 +193,38 @@ def feature_extractor_name(radimagenet_weights: str | None) -> str:
     return "in-domain autoencoder trained by the pipeline (no RadImageNet weights configured)"
 
 
-def score(results: Sequence[CounterfactualSet], triplets: Triplets, real_images: np.ndarray, segmenter: nn.Module,
-          extractor: nn.Module, *, n_bootstrap: int, kid_subsets: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+SEGMENTER_BACKENDS = ("monai", "nnunet")
+
+
+def lesion_segmentation(backend: str, device: torch.device, *, weights: str | Path | None = None,
+                        network: Mapping | None = None, nnunet: Mapping | None = None
+                        ) -> Callable[[np.ndarray], np.ndarray]:
+    """The Dice segmenter as a function from images (N, H, W) in [0, 1] to masks uint8 (N, H, W): the trained
+    MONAI UNet (``weights``, ``network`` = SegmenterConfig fields) or a trained nnU-Net v2 (``nnunet`` =
+    :class:`~cfbrain.counterfactual.nnunet.NnUNetSettings` fields)."""
+    if backend == "nnunet":
+        if not nnunet:
+            raise ValueError("segmenter backend nnunet needs mededit.segmenter.nnunet.model_folder")
+        settings = NnUNetSettings.from_mapping(nnunet)
+        return lambda images: nnunet_segment(images, settings, device.type)
+    if backend != "monai":
+        raise ValueError(f"unknown segmenter backend {backend!r}; expected one of {SEGMENTER_BACKENDS}")
+    model = load_segmenter(weights, SegmenterConfig.from_mapping(network or {}), device=device)
+    return lambda images: segment(model, images)
+
+
+def score(results: Sequence[CounterfactualSet], triplets: Triplets, real_images: np.ndarray,
+          segment_images: Callable[[np.ndarray], np.ndarray], extractor: nn.Module, *, n_bootstrap: int,
+          kid_subsets: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Summary rows (one per method) and per-image rows of methods run on the same ``triplets``
-    (:func:`~cfbrain.counterfactual.evaluate.evaluate_counterfactuals`), FID/KID against ``real_images``
-    (N, H, W) in [0, 1], the real pathological test slices."""
+    (:func:`~cfbrain.counterfactual.evaluate.evaluate_counterfactuals`), Dice from ``segment_images``
+    (:func:`lesion_segmentation`), FID/KID against ``real_images`` (N, H, W) in [0, 1], the real pathological
+    test slices."""
     real = extract_features(extractor, real_images).numpy()
     summaries, per_image = [], []
     for result in results:
         fake = extract_features(extractor, result.counterfactual).numpy()
-        summary, images = evaluate_counterfactuals(result, triplets, segment(segmenter, result.counterfactual), real,
+        summary, images = evaluate_counterfactuals(result, triplets, segment_images(result.counterfactual), real,
                                                    fake, n_bootstrap=n_bootstrap, kid_subsets=kid_subsets, seed=seed)
         summaries.append(summary)
         per_image.append(images)
