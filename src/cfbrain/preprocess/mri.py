@@ -206,6 +206,18 @@ def _plane(path: str | Path, index: int, shape: tuple | None = None) -> tuple[np
     return volume.data[index], volume.shape
 
 
+def to_slice_grid(planes: np.ndarray, spec: MRISliceSpec, mode: str) -> np.ndarray:
+    """(C, h, w) planes -> float32 (C, size, size): padded to a square and/or centre-cropped as ``spec`` says,
+    then resized (``mode`` "bilinear" for images, "nearest" for masks)."""
+    planes = np.asarray(planes, dtype=np.float32)
+    height, width = planes.shape[1:]
+    if spec.pad_square:
+        planes = centre_crop_or_pad(planes, (max(height, width),) * 2)
+    if spec.crop_hw is not None:
+        planes = centre_crop_or_pad(planes, spec.crop_hw)
+    return resize_planes(planes, (spec.size, spec.size), mode)
+
+
 def mri_slice(image_path: str | Path, mask_path: str | Path, spec: MRISliceSpec,
               brain_mask_path: str | Path | None = None) -> MRISlice:
     """The thesis-000 slice of one scan (module docstring), or :class:`UnusableScan`.
@@ -225,15 +237,8 @@ def mri_slice(image_path: str | Path, mask_path: str | Path, spec: MRISliceSpec,
         raise UnusableScan("empty_slice", f"{spec.percentile}th percentile of slice {spec.slice_index} is {ceiling:g}")
     image = np.clip(plane, 0.0, ceiling) / ceiling
 
-    stack = np.stack([image, lesion, brain]).astype(np.float32)
-    height, width = stack.shape[1:]
-    if spec.pad_square:
-        stack = centre_crop_or_pad(stack, (max(height, width),) * 2)
-    if spec.crop_hw is not None:
-        stack = centre_crop_or_pad(stack, spec.crop_hw)
-    size = (spec.size, spec.size)
-    image = np.clip(resize_planes(stack[:1], size, "bilinear")[0], 0.0, 1.0)
-    masks = resize_planes(stack[1:], size, "nearest").astype(np.uint8)
+    image = np.clip(to_slice_grid(image[None], spec, "bilinear")[0], 0.0, 1.0)
+    masks = to_slice_grid(np.stack([lesion, brain]), spec, "nearest").astype(np.uint8)
     return MRISlice(image=image.astype(np.float32), lesion_mask=masks[0], brain_mask=masks[1],
                     brain_source=brain_source)
 

@@ -70,8 +70,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from cfbrain.preprocess.geometry import resize_planes
-from cfbrain.preprocess.mri import (MRISliceSpec, centre_crop_or_pad, find_atlas_pairs, find_brats_pairs)
+from cfbrain.preprocess.mri import MRISliceSpec, find_atlas_pairs, find_brats_pairs, to_slice_grid
 from cfbrain.preprocess.npz import read_npz, write_npz
 from cfbrain.preprocess.splits import patient_splits
 from cfbrain.preprocess.volume import load_volume
@@ -855,16 +854,6 @@ class TruthSlices:
     displacement_mm: np.ndarray
 
 
-def _to_slice_grid(planes: np.ndarray, spec: MRISliceSpec, mode: str) -> np.ndarray:
-    """(C, h, w) planes -> (C, size, size) exactly as ``preprocess.mri.mri_slice`` does (pad, crop, resize)."""
-    height, width = planes.shape[1:]
-    if spec.pad_square:
-        planes = centre_crop_or_pad(planes, (max(height, width),) * 2)
-    if spec.crop_hw is not None:
-        planes = centre_crop_or_pad(planes, spec.crop_hw)
-    return resize_planes(planes.astype(np.float32), (spec.size, spec.size), mode)
-
-
 def truth_slices(root: str | Path, dataset: str, spec: MRISliceSpec) -> TruthSlices:
     """Ground-truth slices (:class:`TruthSlices`) of every lesioned scan of one dataset of the cohort."""
     root = Path(root)
@@ -878,13 +867,13 @@ def truth_slices(root: str | Path, dataset: str, spec: MRISliceSpec) -> TruthSli
         pixels = planes["healthy"] if spec.percentile_of == "slice" else planes["healthy"][brain]
         ceiling = float(np.percentile(pixels, spec.percentile))
         images = np.stack([planes["healthy"], planes["image"]]).clip(0.0, ceiling) / ceiling
-        healthy, lesioned = np.clip(_to_slice_grid(images, spec, "bilinear"), 0.0, 1.0)
-        masks = _to_slice_grid(np.stack([planes["lesion_mask"] > 0, brain]), spec, "nearest").astype(np.uint8)
+        healthy, lesioned = np.clip(to_slice_grid(images, spec, "bilinear"), 0.0, 1.0)
+        masks = to_slice_grid(np.stack([planes["lesion_mask"] > 0, brain]), spec, "nearest").astype(np.uint8)
         arrays["healthy"].append(healthy)
         arrays["lesioned"].append(lesioned)
         arrays["lesion_mask"].append(masks[0])
         arrays["healthy_brain_mask"].append(masks[1])
-        arrays["displacement_mm"].append(_to_slice_grid(planes["displacement_magnitude"][None], spec, "bilinear")[0])
+        arrays["displacement_mm"].append(to_slice_grid(planes["displacement_magnitude"][None], spec, "bilinear")[0])
     size = (0, spec.size, spec.size)
     stacked = {key: np.stack(values) if values else np.zeros(size, np.float32) for key, values in arrays.items()}
     return TruthSlices(dataset=dataset, scan=rows["scan"].to_numpy(dtype=str), healthy=stacked["healthy"],
