@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from cfbrain.synth import anatomy
 from cfbrain.synth.ct import (
-    EXPECTED_VERDICT, KINDS, MASKED_KINDS, SITES, SynthCTConfig, make_ct_cohort, plan_cohort,
+    EXPECTED_VERDICT, KINDS, MASKED_KINDS, SITES, SynthCTConfig, cohort_config, make_ct_cohort, plan_cohort,
 )
 
 TINY = SynthCTConfig(n_patients=4, seed=2, matrix_probs={128: 0.5, 160: 0.5})
@@ -433,3 +433,5 @@ def test_lesion_contrast_range_is_configurable_and_split_by_timepoint():
         assert darkening["baseline"] and darkening["followup"]
         assert all(low <= d <= middle for d in darkening["baseline"])
         assert all(middle <= d <= high for d in darkening["followup"])
+    assert cohort_config(30, 3, lesion_contrast_hu=[20, 35]).lesion_contrast_hu == (20, 35)
+    assert cohort_config(30, 3, lesion_contrast_hu=None).lesion_contrast_hu == SynthCTConfig().lesion_contrast_hu

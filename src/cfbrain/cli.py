@@ -7,9 +7,8 @@ from pathlib import Path
 
 
 def _synth_ct(args: argparse.Namespace) -> None:
-    from cfbrain.synth.ct import SynthCTConfig, make_ct_cohort
-    contrast = {"lesion_contrast_hu": tuple(args.lesion_contrast_hu)} if args.lesion_contrast_hu else {}
-    make_ct_cohort(Path(args.out), SynthCTConfig(n_patients=args.patients, seed=args.seed, **contrast))
+    from cfbrain.synth.ct import cohort_config, make_ct_cohort
+    make_ct_cohort(Path(args.out), cohort_config(args.patients, args.seed, lesion_contrast_hu=args.lesion_contrast_hu))
     print(f"synthetic CT cohort written to {args.out} (DICOM under dicom/, labels.tsv, truth/)")
 
 

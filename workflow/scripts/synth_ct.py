@@ -1,10 +1,9 @@
 from pathlib import Path
 
 from cfbrain.provenance import snakemake_job
-from cfbrain.synth.ct import SynthCTConfig, make_ct_cohort
+from cfbrain.synth.ct import cohort_config, make_ct_cohort
 
 with snakemake_job(snakemake) as job:
-    contrast = snakemake.params.lesion_contrast_hu
-    make_ct_cohort(Path(snakemake.output[0]), SynthCTConfig(
-        n_patients=snakemake.params.n_patients, seed=snakemake.params.seed, workers=snakemake.threads,
-        **({"lesion_contrast_hu": tuple(contrast)} if contrast else {})))
+    params = snakemake.params
+    make_ct_cohort(Path(snakemake.output[0]), cohort_config(params.n_patients, params.seed, snakemake.threads,
+                                                            params.lesion_contrast_hu))

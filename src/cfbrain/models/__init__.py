@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from cfbrain.models.mtl_cnn import MultiTaskHemisphereCNN, SliceCNN, predict_four_class
-from cfbrain.models.peers import SliceAveragedClassifier, build_peer, full_brain_cnn, resnet_peer
+from cfbrain.models.peers import SliceAveragedClassifier, build_peer, full_brain_cnn, resnet_peer, swin_peer, vit_peer
 
 
 def count_parameters(*modules: nn.Module, trainable_only: bool = False) -> int:
@@ -16,5 +16,5 @@ def count_parameters(*modules: nn.Module, trainable_only: bool = False) -> int:
 
 __all__ = [
     "MultiTaskHemisphereCNN", "SliceCNN", "SliceAveragedClassifier", "build_peer", "count_parameters",
-    "full_brain_cnn", "predict_four_class", "resnet_peer",
+    "full_brain_cnn", "predict_four_class", "resnet_peer", "swin_peer", "vit_peer",
 ]

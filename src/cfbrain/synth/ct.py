@@ -144,6 +144,14 @@ class SynthCTConfig:
     shared_folder_prob: float = 0.1
 
 
+def cohort_config(n_patients: int, seed: int, workers: int = 1,
+                  lesion_contrast_hu: tuple[float, float] | list[float] | None = None) -> SynthCTConfig:
+    """The config the CLI and the workflow build: the defaults, except the given size, seed, workers and, when
+    given (not None or empty), the lesion contrast range (HU)."""
+    contrast = {"lesion_contrast_hu": tuple(lesion_contrast_hu)} if lesion_contrast_hu else {}
+    return SynthCTConfig(n_patients=n_patients, seed=seed, workers=workers, **contrast)
+
+
 # --------------------------------------------------------------------------- sites
 
 
