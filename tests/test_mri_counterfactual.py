@@ -13,15 +13,16 @@ import torch
 
 from cfbrain.counterfactual.evaluate import (SUMMARY_COLUMNS, evaluate_counterfactuals, example_indices, figure_grid,
                                              mededit_markdown)
-from cfbrain.counterfactual.methods import (MethodSpec, ablation_methods, load_counterfactuals, parse_method,
-                                           pixel_kernel, run_method, save_counterfactuals)
+from cfbrain.counterfactual.methods import (MethodSpec, ablation_methods, editable_region, load_counterfactuals,
+                                           parse_method, pixel_kernel, run_method, save_counterfactuals)
 from cfbrain.counterfactual.nnunet import (NnUNetSettings, case_ids, export_for_nnunet, export_training_set,
                                           nnunet_segment, predict_command, read_predicted_masks)
 from cfbrain.counterfactual.pipeline import lesion_segmentation
 from cfbrain.counterfactual.triplets import counterpart_triplets, load_triplets, random_triplets, save_triplets
 from cfbrain.diffusion.masks import dilate
 from cfbrain.diffusion.schedule import NoiseSchedule
-from cfbrain.metrics.counterfactual import fidelity_error, indirect_effect_region, indirect_effect_score
+from cfbrain.metrics.counterfactual import (fidelity_error, indirect_effect_ceiling, indirect_effect_region,
+                                           indirect_effect_score)
 from cfbrain.preprocess.mri import MRISliceSet
 from cfbrain.synth.mri import TruthSlices
 
@@ -59,6 +60,21 @@ def test_indirect_effect_score_on_constructed_cases():
     only_lesion[:, 4:8, 4:8] -= 0.3
     np.testing.assert_allclose(score(only_lesion), 0.0)  # the direct effect alone earns nothing here
     assert np.isnan(indirect_effect_score(healthy, only_lesion, lesioned, lesion, brain)).all()  # no indirect effect
+
+
+def test_indirect_effect_ceiling_is_the_share_of_the_change_a_method_may_edit():
+    healthy, lesioned, lesion, brain = constructed_case()
+
+    def ceiling(editable):
+        return indirect_effect_ceiling(healthy, lesioned, editable, lesion, brain)
+
+    np.testing.assert_allclose(ceiling(np.ones_like(lesion)), 1.0)  # Palette, SDEdit: the whole image
+    np.testing.assert_allclose(ceiling(lesion), 0.0)  # naive RePaint: the lesion only
+    near = np.zeros_like(lesion)
+    near[:, :, :15] = 1  # the lesion and the left half of the 'ventricle' (columns 12-14 of 12-17)
+    assert (0.2 < ceiling(near)).all() and (ceiling(near) < 0.8).all()
+    assert not editable_region("mededit", lesion, brain)[:, 16, 14].any()  # k = 25 is 5 pixels on 24-pixel slices
+    np.testing.assert_array_equal(editable_region("naive_repaint", lesion, brain), lesion > 0)
 
 
 def test_fidelity_error_counts_change_only_where_none_should_happen():
@@ -188,6 +204,8 @@ def test_experiment_end_to_end(tmp_path):
         assert naive["fidelity_error"] == pytest.approx(0.0, abs=1e-6)  # inpaints the lesion only
         if triplets.mode == "counterpart":
             assert table["n_indirect"].eq(2).all() and table["indirect_effect"].between(0, 1).all()
+            ceilings = table.set_index("method")["indirect_ceiling"]
+            assert ceilings["palette"] == 1.0 and ceilings["sdedit"] == 1.0 and ceilings["naive_repaint"] == 0.0
         else:
             assert table["indirect_effect"].isna().all()
         markdown = mededit_markdown(table, f"toy ({triplets.mode})")

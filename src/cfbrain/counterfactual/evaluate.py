@@ -10,9 +10,11 @@ and ``P`` the conditioning mask (lesion mask, or its box for ``*_box`` methods):
 * ``dice``: Dice(S, P) for mask conditioning; for box conditioning the thesis's box Dice, Dice(box(S), P);
 * ``box_dice``, ``box_iou``: Dice and IoU of box(S) against box(P) (Tables 5.4, 5.8);
 * ``dice_x_fid``: (1 - ``dice``) x ``fid_mean``;
-* ``indirect_effect`` (mean over images with an indirect-effect region, ``n_indirect`` of them) and
-  ``fidelity_error`` (mean): :mod:`cfbrain.metrics.counterfactual`, against the triplet's true lesion
-  mask (never the box) and the prior's brain mask; the indirect-effect score needs counterpart triplets.
+* ``indirect_effect`` (mean over images with an indirect-effect region, ``n_indirect`` of them),
+  ``indirect_ceiling`` (the best ``indirect_effect`` possible when only the method's editable region
+  changes, :func:`~cfbrain.counterfactual.methods.editable_region`) and ``fidelity_error`` (mean):
+  :mod:`cfbrain.metrics.counterfactual`, against the triplet's true lesion mask (never the box) and the
+  prior's brain mask; the indirect-effect scores need counterpart triplets.
 """
 from __future__ import annotations
 
@@ -24,17 +26,19 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from cfbrain.counterfactual.methods import BASE_METHODS, CounterfactualSet, ablation_methods, parse_method
+from cfbrain.counterfactual.methods import (BASE_METHODS, CounterfactualSet, ablation_methods, editable_region,
+                                           parse_method)
 from cfbrain.counterfactual.triplets import Triplets
 from cfbrain.metrics.classification import format_markdown
-from cfbrain.metrics.counterfactual import fidelity_error, indirect_effect_score
+from cfbrain.metrics.counterfactual import fidelity_error, indirect_effect_ceiling, indirect_effect_score
 from cfbrain.metrics.generative import generative_scores
 from cfbrain.metrics.segmentation import box_scores, dice, dice_fid_product
 
 log = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS = ["method", "n", "fid_mean", "fid_std", "kid_mean", "kid_std", "dice", "box_dice", "box_iou",
-                   "dice_x_fid", "indirect_effect", "n_indirect", "fidelity_error", "evaluations"]
+                   "dice_x_fid", "indirect_effect", "n_indirect", "indirect_ceiling", "fidelity_error",
+                   "evaluations"]
 PER_IMAGE_COLUMNS = ["method", "index", "prior_scan", "mask_scan", "dice", "box_dice", "box_iou",
                      "indirect_effect", "fidelity_error"]
 METHOD_LABELS = {"palette": "Palette", "naive_repaint": "Naïve RePaint", "sdedit": "SDEdit", "mededit": "MedEdit"}
@@ -60,8 +64,13 @@ def evaluate_counterfactuals(result: CounterfactualSet, triplets: Triplets, pred
     common = {"healthy": triplets.prior, "counterfactual": result.counterfactual,
               "lesion_mask": triplets.lesion_mask, "brain_mask": triplets.brain_mask}
     fidelity = fidelity_error(**common, lesioned=triplets.lesioned)
+    no_truth = np.full(len(triplets), np.nan)
     indirect = (indirect_effect_score(**common, lesioned=triplets.lesioned) if triplets.lesioned is not None
-                else np.full(len(triplets), np.nan))
+                else no_truth)
+    ceiling = (indirect_effect_ceiling(triplets.prior, triplets.lesioned,
+                                       editable_region(spec, result.mask, triplets.brain_mask),
+                                       triplets.lesion_mask, triplets.brain_mask)
+               if triplets.lesioned is not None else no_truth)
     realism = generative_scores(real_features, fake_features, n_bootstrap=n_bootstrap, kid_subsets=kid_subsets,
                                 seed=seed)
     summary = {
@@ -69,7 +78,9 @@ def evaluate_counterfactuals(result: CounterfactualSet, triplets: Triplets, pred
         "box_dice": float(np.mean(boxes["box_dice"])), "box_iou": float(np.mean(boxes["box_iou"])),
         "dice_x_fid": dice_fid_product(float(np.mean(mask_dice)), realism["fid_mean"]),
         "indirect_effect": float(np.nanmean(indirect)) if np.isfinite(indirect).any() else np.nan,
-        "n_indirect": int(np.isfinite(indirect).sum()), "fidelity_error": float(np.nanmean(fidelity)),
+        "n_indirect": int(np.isfinite(indirect).sum()),
+        "indirect_ceiling": float(np.nanmean(ceiling)) if np.isfinite(ceiling).any() else np.nan,
+        "fidelity_error": float(np.nanmean(fidelity)),
         "evaluations": result.evaluations,
     }
     per_image = pd.DataFrame({
@@ -99,6 +110,7 @@ _FORMATS = {
     "dice_x_fid": lambda r: f"{r['dice_x_fid']:.3g}", "fid": lambda r: _mean_std(r["fid_mean"], r["fid_std"]),
     "kid": lambda r: _mean_std(r["kid_mean"], r["kid_std"]), "dice": lambda r: _cell(r["dice"], 3),
     "box_iou": lambda r: _cell(r["box_iou"], 3), "indirect_effect": lambda r: _cell(r["indirect_effect"], 3),
+    "indirect_ceiling": lambda r: _cell(r["indirect_ceiling"], 3),
     "fidelity_error": lambda r: _cell(r["fidelity_error"], 4),
 }
 """Cell text of each table column key, from a summary row."""
@@ -120,7 +132,7 @@ def _rows(summary: pd.DataFrame, first_header: str, names: dict[str, str], colum
 def mededit_markdown(summary: pd.DataFrame, title: str) -> str:
     """``tables/mededit.md``: the mask- and box-conditioning tables and the two MedEdit ablations (those
     whose methods are in ``summary``, a frame of SUMMARY_COLUMNS rows)."""
-    truth = {"Indirect effect ↑": "indirect_effect", "Fidelity error ↓": "fidelity_error"}
+    truth = {"Indirect effect ↑": "indirect_effect", "Ceiling": "indirect_ceiling", "Fidelity error ↓": "fidelity_error"}
     main = {"(1-Dice)×FID ↓": "dice_x_fid", "FID ↓": "fid", "KID ↓": "kid", "Dice ↑": "dice", **truth}
     box = {"(1-Dice)×FID ↓": "dice_x_fid", "FID ↓": "fid", "KID ↓": "kid", "Dice ↑": "dice",
            "IoU ↑": "box_iou", **truth}
@@ -144,7 +156,9 @@ def mededit_markdown(summary: pd.DataFrame, title: str) -> str:
                  "the counterfactual against the conditioning mask (box rows: box fitted to the segmentation). "
                  "Indirect effect (1 = the true indirect change reproduced, 0 = none) and fidelity error (mean "
                  "|counterfactual - prior| where nothing should change) need synthetic counterpart triplets; "
-                 "definitions in cfbrain.metrics.counterfactual.\n")
+                 "Ceiling: the indirect-effect score of the true change copied into the region the method may "
+                 "edit (1 for methods that regenerate the whole image, 0 for naïve RePaint); definitions in "
+                 "cfbrain.metrics.counterfactual.\n")
     return "\n".join(parts)
 
 

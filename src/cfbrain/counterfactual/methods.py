@@ -37,6 +37,7 @@ import torch
 
 from cfbrain.counterfactual.triplets import Triplets
 from cfbrain.diffusion import samplers
+from cfbrain.diffusion.masks import mededit_inpainting_mask
 from cfbrain.diffusion.schedule import NoiseSchedule
 from cfbrain.preprocess.intensity import diffusion_to_unit, unit_to_diffusion
 from cfbrain.preprocess.npz import read_npz, write_npz
@@ -106,6 +107,20 @@ def pixel_kernel(kernel_size: int, image_side: int) -> int:
     """MedEdit's dilation kernel in pixels of an ``image_side``-pixel slice, for ``kernel_size`` given in
     pixels of the thesis's 128-pixel slices (module docstring); at least 1."""
     return max(1, round(kernel_size * image_side / REFERENCE_SIZE))
+
+
+def editable_region(spec: MethodSpec | str, mask: np.ndarray, brain_mask: np.ndarray) -> np.ndarray:
+    """bool (N, H, W): the pixels a method's sampler may change, for conditioning masks and brain masks
+    (N, H, W): naïve RePaint the mask, MedEdit the mask dilated by its (scaled) kernel inside the brain,
+    Palette and SDEdit the whole image (both regenerate it)."""
+    spec = parse_method(spec) if isinstance(spec, str) else spec
+    if spec.base == "naive_repaint":
+        return np.asarray(mask) > 0
+    if spec.base == "mededit":
+        kernel = pixel_kernel(spec.kernel_size, np.shape(mask)[-1])
+        region = mededit_inpainting_mask(np.asarray(mask, np.float32), np.asarray(brain_mask, np.float32), kernel)
+        return np.asarray(region) > 0
+    return np.ones(np.shape(mask), bool)
 
 
 @dataclass(frozen=True)

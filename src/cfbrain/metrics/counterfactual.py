@@ -18,6 +18,10 @@ all (H, W) in [0, 1]; ``L`` the lesion mask, ``B`` the prior's brain mask; ``G``
   reproduce the acquisition noise of ``y``: the score compares structure, not noise texture. A relative
   L2 error (not a correlation) is used so that reproducing the right pattern with the wrong amplitude is
   penalised, and the clip at 0 keeps one wild image from dominating a mean.
+* **Indirect-effect ceiling** of a method: ``S`` of the counterfactual ``h + E_m ⊙ (y - h)`` that copies the
+  true change inside the region ``E_m`` the method may edit and keeps ``h`` elsewhere: the best score a
+  method that leaves the rest of the image untouched can reach (0 for naïve RePaint, whose region is the
+  lesion; 1 for methods that regenerate the whole image).
 * **Fidelity error** ``F = mean over Q of |c - h|`` with ``Q = B ∩ not E ∩ not dilate_3(R)``: change where
   none should happen (lower is better; unblurred, since regenerating the noise of untouched tissue is a
   change too). Without a true lesioned image (real data), ``R`` is empty and ``F`` also counts any
@@ -85,6 +89,15 @@ def indirect_effect_score(healthy: np.ndarray, lesioned: np.ndarray, counterfact
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.maximum(0.0, 1.0 - error_norm / change_norm)
     return np.where(region.any(axis=(1, 2)), score, np.nan)
+
+
+def indirect_effect_ceiling(healthy: np.ndarray, lesioned: np.ndarray, editable: np.ndarray,
+                            lesion_mask: np.ndarray, brain_mask: np.ndarray | None = None, **options) -> np.ndarray:
+    """The indirect-effect ceiling per image (module docstring) of a method whose editable region is
+    ``editable`` (N, H, W) bool; ``options`` as :func:`indirect_effect_score`."""
+    healthy, lesioned = _stack(healthy), _stack(lesioned)
+    best = healthy + (_stack(editable) > 0) * (lesioned - healthy)
+    return indirect_effect_score(healthy, lesioned, best, lesion_mask, brain_mask, **options)
 
 
 def fidelity_error(healthy: np.ndarray, counterfactual: np.ndarray, lesion_mask: np.ndarray,
