@@ -47,7 +47,9 @@ def plot_history(history: pd.DataFrame, path: Path) -> Path:
             if rows[column].notna().any():  # one line per phase: phases may optimize different losses
                 axes[0].plot(rows["step"], rows[column], marker=".", color=color, label=label)
                 label = None
-    axes[0].set(title="loss", xlabel="optimizer step")
+    losses = history[["train_loss", "val_loss"]].stack()
+    # diffusion and segmentation losses fall by orders of magnitude: a linear axis hides everything after the drop
+    axes[0].set(title="loss", xlabel="optimizer step", yscale="log" if (losses > 0).all() else "linear")
     axes[0].legend(fontsize="small")
     axes[1].plot(history["step"], history["lr"], marker=".")
     axes[1].set(title="learning rate", xlabel="optimizer step",
