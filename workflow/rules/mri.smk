@@ -290,6 +290,7 @@ rule mededit_score:
         images=res("metrics/mededit/{pairing}_images.tsv"),
     params:
         segmenter=MEDEDIT.get("segmenter"),
+        segmenter_backend=segmenter_backend(),
         autoencoder=MEDEDIT.get("features", {}).get("autoencoder"),
         radimagenet_weights=MEDEDIT.get("features", {}).get("radimagenet_weights"),
         evaluation=MEDEDIT.get("evaluation"),

@@ -18,7 +18,7 @@ with snakemake_job(snakemake) as job:
     extractor = feature_extractor(radimagenet_weights=params.radimagenet_weights,
                                   autoencoder_weights=snakemake.input.get("features"),
                                   autoencoder_config=AutoencoderConfig.from_mapping(params.autoencoder), device=device)
-    segment_images = lesion_segmentation(params.segmenter.get("backend", "monai"), device,
+    segment_images = lesion_segmentation(params.segmenter_backend, device,
                                          weights=snakemake.input.get("segmenter"),
                                          network=params.segmenter.get("network"), nnunet=params.segmenter.get("nnunet"))
     summary, images = score([load_counterfactuals(p) for p in snakemake.input.counterfactuals],

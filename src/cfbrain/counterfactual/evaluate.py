@@ -44,6 +44,11 @@ PER_IMAGE_COLUMNS = ["method", "index", "prior_scan", "mask_scan", "dice", "box_
 METHOD_LABELS = {"palette": "Palette", "naive_repaint": "Naïve RePaint", "sdedit": "SDEdit", "mededit": "MedEdit"}
 
 
+def _defined_mean(values: np.ndarray) -> float:
+    """Mean over the finite values; NaN when there are none (no warning)."""
+    return float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
+
+
 def evaluate_counterfactuals(result: CounterfactualSet, triplets: Triplets, predicted_masks: np.ndarray,
                              real_features: np.ndarray, fake_features: np.ndarray, *, n_bootstrap: int = 10,
                              kid_subsets: int = 100, seed: int = 0) -> tuple[dict, pd.DataFrame]:
@@ -64,22 +69,21 @@ def evaluate_counterfactuals(result: CounterfactualSet, triplets: Triplets, pred
     common = {"healthy": triplets.prior, "counterfactual": result.counterfactual,
               "lesion_mask": triplets.lesion_mask, "brain_mask": triplets.brain_mask}
     fidelity = fidelity_error(**common, lesioned=triplets.lesioned)
-    no_truth = np.full(len(triplets), np.nan)
-    indirect = (indirect_effect_score(**common, lesioned=triplets.lesioned) if triplets.lesioned is not None
-                else no_truth)
-    ceiling = (indirect_effect_ceiling(triplets.prior, triplets.lesioned,
-                                       editable_region(spec, result.mask, triplets.brain_mask),
-                                       triplets.lesion_mask, triplets.brain_mask)
-               if triplets.lesioned is not None else no_truth)
+    if triplets.lesioned is None:
+        indirect = ceiling = np.full(len(triplets), np.nan)
+    else:
+        indirect = indirect_effect_score(**common, lesioned=triplets.lesioned)
+        ceiling = indirect_effect_ceiling(triplets.prior, triplets.lesioned,
+                                          editable_region(spec, result.mask, triplets.brain_mask),
+                                          triplets.lesion_mask, triplets.brain_mask)
     realism = generative_scores(real_features, fake_features, n_bootstrap=n_bootstrap, kid_subsets=kid_subsets,
                                 seed=seed)
     summary = {
         "method": result.method, "n": len(triplets), **realism, "dice": float(np.mean(mask_dice)),
         "box_dice": float(np.mean(boxes["box_dice"])), "box_iou": float(np.mean(boxes["box_iou"])),
         "dice_x_fid": dice_fid_product(float(np.mean(mask_dice)), realism["fid_mean"]),
-        "indirect_effect": float(np.nanmean(indirect)) if np.isfinite(indirect).any() else np.nan,
-        "n_indirect": int(np.isfinite(indirect).sum()),
-        "indirect_ceiling": float(np.nanmean(ceiling)) if np.isfinite(ceiling).any() else np.nan,
+        "indirect_effect": _defined_mean(indirect), "n_indirect": int(np.isfinite(indirect).sum()),
+        "indirect_ceiling": _defined_mean(ceiling),
         "fidelity_error": float(np.nanmean(fidelity)),
         "evaluations": result.evaluations,
     }

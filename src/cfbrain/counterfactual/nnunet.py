@@ -116,8 +116,7 @@ def predict_command(settings: NnUNetSettings, input_folder: Path, output_folder:
     return command + (["--disable_tta"] if settings.disable_tta else [])
 
 
-def nnunet_segment(images: np.ndarray, settings: NnUNetSettings, device: str = "cpu", prefix: str = "case"
-                   ) -> np.ndarray:
+def nnunet_segment(images: np.ndarray, settings: NnUNetSettings, device: str = "cpu") -> np.ndarray:
     """Lesion masks uint8 (N, H, W) of images (N, H, W) in [0, 1] by the trained nnU-Net (module docstring).
 
     Raises:
@@ -129,7 +128,7 @@ def nnunet_segment(images: np.ndarray, settings: NnUNetSettings, device: str = "
                                 "or set mededit.segmenter.backend to monai")
     if not Path(settings.model_folder).is_dir():
         raise FileNotFoundError(f"nnU-Net model folder {settings.model_folder} does not exist")
-    ids = case_ids(prefix, len(images))
+    ids = case_ids("counterfactual", len(images))
     with tempfile.TemporaryDirectory(prefix="cfbrain-nnunet-") as work:
         inputs, outputs = Path(work) / "in", Path(work) / "out"
         export_for_nnunet(images, ids, inputs)

@@ -221,11 +221,14 @@ def score(results: Sequence[CounterfactualSet], triplets: Triplets, real_images:
     (:func:`lesion_segmentation`), FID/KID against ``real_images`` (N, H, W) in [0, 1], the real pathological
     test slices."""
     real = extract_features(extractor, real_images).numpy()
+    # one segmenter call for all methods: nnU-Net starts a process and loads its model per call
+    all_masks = segment_images(np.concatenate([result.counterfactual for result in results]))
+    masks = np.split(all_masks, np.cumsum([len(result.counterfactual) for result in results])[:-1])
     summaries, per_image = [], []
-    for result in results:
+    for result, predicted in zip(results, masks):
         fake = extract_features(extractor, result.counterfactual).numpy()
-        summary, images = evaluate_counterfactuals(result, triplets, segment_images(result.counterfactual), real,
-                                                   fake, n_bootstrap=n_bootstrap, kid_subsets=kid_subsets, seed=seed)
+        summary, images = evaluate_counterfactuals(result, triplets, predicted, real, fake, n_bootstrap=n_bootstrap,
+                                                   kid_subsets=kid_subsets, seed=seed)
         summaries.append(summary)
         per_image.append(images)
     return pd.DataFrame(summaries), pd.concat(per_image, ignore_index=True)
