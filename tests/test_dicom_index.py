@@ -143,3 +143,26 @@ def test_corrupt_header_and_missing_position_are_specific(tmp_path, key):
     assert len(corrupt) == 1 and index.files[index.files.scan == ""].reason.tolist() == ["corrupt_header"]
     missing = index.series[index.series.n_files == 26]
     assert missing.reason.item() == "missing_geometry" and "ImagePositionPatient" in missing.detail.item()
+
+
+def test_private_folders_are_0700_including_those_made_before_the_job(messy_source, tmp_path):
+    from cfbrain.dicom.private import private_dir
+    from cfbrain.dicom.pseudonymise import PseudonymKey
+    private = tmp_path / "private"
+    (private / "ds").mkdir(parents=True, mode=0o755)  # as Snakemake makes the folders of a job's outputs
+    private_dir(private / "ds", root=private)
+    key = PseudonymKey.load_or_create(private / "ds" / "pseudonym.key")
+    out = tmp_path / "results"
+    write_index(messy_source, key, HeaderRules(), series_tsv=out / "series.tsv", files_tsv=out / "files.tsv",
+                manifest_tsv=private / "ds" / "manifest.tsv",
+                pseudonym_map_json=private / "ds" / "new" / "deeper" / "map.json")
+    for folder in (private, private / "ds", private / "ds" / "new", private / "ds" / "new" / "deeper"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    PseudonymKey.load_or_create(tmp_path / "other" / "deep" / "pseudonym.key")
+    assert all((tmp_path / p).stat().st_mode & 0o777 == 0o700 for p in ("other", "other/deep"))
+
+
+def test_source_folder_is_referenced_by_a_keyed_digest(messy_source, key):
+    index = index_source(messy_source, key)
+    assert index.pseudonym_map["source_dirs"] == {key.source_dir(messy_source): str(messy_source)}
+    assert key.source_dir(str(messy_source) + "/") == key.source_dir(messy_source)

@@ -10,7 +10,7 @@ import pytest
 
 from cfbrain.provenance import job_record, script_fingerprint, sha256_path
 from cfbrain.provenance.fingerprint import PACKAGE_ROOT, module_closure
-from cfbrain.provenance.record import Job, record_path
+from cfbrain.provenance.record import Job, record_path, snakemake_job
 
 
 @pytest.fixture
@@ -91,7 +91,8 @@ def test_resume_dir_is_the_same_after_a_kill_and_new_when_inputs_or_params_chang
     def job(epochs: int) -> Job:
         smk = SimpleNamespace(rule="train_classifier", wildcards=Wildcards(fromdict={"model": "mtl", "seed": "0"}),
                               params=Params(fromdict={"settings": {"mtl_epochs": [epochs, 1, 1]}, "code": "abc"}),
-                              input=InputFiles(fromdict={"tensors": [str(tensor)]}))
+                              input=InputFiles(fromdict={"tensors": [str(tensor)]}),
+                              config={"results": str(tmp_path / "results")})
         return Job(logging.getLogger("test"), smk)
 
     first = job(6).resume_dir(tmp_path / "checkpoints")
@@ -100,3 +101,18 @@ def test_resume_dir_is_the_same_after_a_kill_and_new_when_inputs_or_params_chang
     assert job(12).resume_dir(tmp_path / "checkpoints") != first
     tensor.write_bytes(b"scan 1, edited")
     assert job(6).resume_dir(tmp_path / "checkpoints") != first
+    with pytest.raises(ValueError, match="inside"):  # verify would report checkpoints no record describes
+        job(6).resume_dir(tmp_path / "results" / "d" / "checkpoints")
+
+
+def test_private_params_are_recorded_by_reference_only(tmp_path):
+    from snakemake.iocontainers import InputFiles, Log, OutputFiles, Params, Wildcards
+    (tmp_path / "out.tsv").write_text("x")
+    smk = SimpleNamespace(rule="index", wildcards=Wildcards(fromdict={"dataset": "d"}), input=InputFiles(),
+                          output=OutputFiles(fromdict={"series": str(tmp_path / "out.tsv")}), log=Log(),
+                          params=Params(fromdict={"source_dir": "/exports/DOE_JANE_MRN4455", "code": "abc"}),
+                          config={"results": str(tmp_path / "results")})
+    with snakemake_job(smk) as job:
+        job.private_params["source_dir"] = "D0123456789"
+    text = record_path(tmp_path / "results", "index", {"dataset": "d"}).read_text()
+    assert "MRN4455" not in text and '"source_dir": "D0123456789"' in text

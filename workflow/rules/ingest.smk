@@ -11,7 +11,8 @@ checkpoint index:
         manifest=f"{PRIVATE}/{{dataset}}/source_manifest.tsv",
         pseudonym_map=f"{PRIVATE}/{{dataset}}/pseudonym_map.json",
     params:
-        source_dir=lambda wc: source_dicom_dir(wc.dataset),
+        source_dir=lambda wc: source_dicom_dir(wc.dataset),  # recorded as a keyed digest (Job.private_params)
+        private=PRIVATE,
         source_state=index_source_state,
         key=lambda wc: key_path(wc.dataset),
         rules=ingest_params("axial_max_angle_deg", "localiser_image_types", "bone_image_types", "bone_kernel_pattern"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cfbrain.dicom.headers import IMAGE_CLASSES, FileHeader, UnusableFile, read_header
+from cfbrain.dicom.private import create_private_file
 from cfbrain.dicom.pseudonymise import PseudonymKey
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ def index_source(source_dir: Path, key: PseudonymKey, rules: HeaderRules = Heade
     paths = sorted(p for p in source_dir.rglob("*") if p.is_file())
     log.info("indexing %d files under the source", len(paths))
     pmap: dict[str, dict[str, str]] = defaultdict(dict)
+    pmap["source_dirs"][key.source_dir(source_dir)] = str(source_dir)
     file_rows, groups = [], defaultdict(list)
     seen_instances: dict[tuple[str, str], str] = {}
     for path in paths:
@@ -208,15 +209,13 @@ def files_state(paths: list[Path]) -> str:
 
 def write_index(source_dir: Path, key: PseudonymKey, rules: HeaderRules, *, series_tsv: Path, files_tsv: Path,
                 manifest_tsv: Path, pseudonym_map_json: Path) -> SourceIndex:
-    """Index ``source_dir`` and write the public tables and the private manifest/map (mode 0600)."""
+    """Index ``source_dir`` and write the public tables and the private manifest/map (mode 0600, folders 0700)."""
     index = index_source(source_dir, key, rules)
     for frame, path in ((index.series, series_tsv), (index.files, files_tsv)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(path, sep="\t", index=False)
     for path in (manifest_tsv, pseudonym_map_json):
-        Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.close(fd)
+        create_private_file(path)
     index.manifest.to_csv(manifest_tsv, sep="\t", index=False)
     Path(pseudonym_map_json).write_text(json.dumps(index.pseudonym_map, indent=1))
     log.info("%d series (%d candidates), %d files (%d excluded)", len(index.series),

@@ -18,6 +18,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, generate_uid
 from pydicom._uid_dict import UID_dictionary
 
+from cfbrain.dicom.private import FILE_MODE, private_dir
+
 DEIDENTIFICATION_METHOD = "cfbrain PS3.15 basic profile, retain age/sex"  # LO: at most 64 chars
 # PS3.16 CID 7050 codes of the profile and option applied
 DEIDENTIFICATION_CODES = (("113100", "Basic Application Confidentiality Profile"),
@@ -59,8 +61,8 @@ class PseudonymKey:
         Only the index job creates keys; every later stage uses ``load``."""
         path = Path(path)
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            private_dir(path.parent)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_hex(32))
         return cls.load(path)
@@ -92,6 +94,11 @@ class PseudonymKey:
 
     def file(self, relative_path: str) -> str:
         return "F" + self.digest("file", relative_path, 10)
+
+    def source_dir(self, path: str | Path) -> str:
+        """The reference to a source folder that results hold instead of its path (folder names in
+        clinical exports often carry names or MRNs); the pseudonym map links it back."""
+        return "D" + self.digest("source_dir", str(Path(path)), 10)
 
     def scan(self, patient_id: str, study_uid: str, series_uid: str) -> str:
         """The scan identifier used in every path and table: ``{patient}_{study}_{series}``."""

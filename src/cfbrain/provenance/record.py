@@ -138,6 +138,11 @@ def job_record(*, rule: str, wildcards: Mapping[str, str], inputs: Mapping[str, 
     }
 
 
+def results_dir(smk: Any) -> Path:
+    """The results folder of the workflow running ``smk`` (config key ``results``)."""
+    return Path(smk.config.get("results", "results"))
+
+
 def record_path(results_root: Path, rule: str, wildcards: Mapping[str, str]) -> Path:
     """results/{dataset}/provenance/{rule}/{other wildcard values}.json."""
     dataset = wildcards.get("dataset", "_workflow")
@@ -147,18 +152,27 @@ def record_path(results_root: Path, rule: str, wildcards: Mapping[str, str]) -> 
 
 @dataclass
 class Job:
-    """What a script body gets: the job logger, extra fields for its provenance record, and
-    :meth:`resume_dir` for training jobs."""
+    """What a script body gets: the job logger, extra fields for its provenance record, params to record
+    by a reference instead of their value, and :meth:`resume_dir` for training jobs."""
 
     log: logging.Logger
     smk: Any
     extra: dict[str, Any] = field(default_factory=dict)
+    private_params: dict[str, str] = field(default_factory=dict)
 
     def resume_dir(self, base: str | Path) -> Path:
         """``base/<digest>``: where this job keeps the checkpoints it resumes from. The digest covers the
         rule, wildcards, params (settings and code fingerprint) and the sha256 of every input, so a rerun
         after a kill finds its own ``last.pt``, while a rerun because data, settings or code changed
-        starts fresh instead of resuming (or, if that run had finished, returning) the old model."""
+        starts fresh instead of resuming (or, if that run had finished, returning) the old model.
+
+        Raises:
+            ValueError: if ``base`` is inside the results folder, where no provenance record describes
+                resume state and ``cfbrain provenance verify`` would report it.
+        """
+        results = results_dir(self.smk).resolve()
+        if Path(base).resolve().is_relative_to(results):
+            raise ValueError(f"resume state {base} is inside {results}; keep it outside (config key 'resume')")
         inputs = {name: paths if isinstance(paths, (list, tuple)) else [paths]
                   for name, paths in _named(self.smk.input).items()}
         key = {"rule": self.smk.rule, "wildcards": dict(self.smk.wildcards.items()),
@@ -174,7 +188,9 @@ def snakemake_job(smk: Any) -> Iterator[Job]:
 
     Usage in a script: ``with snakemake_job(snakemake) as job: ...``. The record is written
     only if the body finishes; an exception propagates so that the job fails loudly.
-    ``job.extra`` lands in the record under "extra" (e.g. hashes of private source files).
+    ``job.extra`` lands in the record under "extra" (e.g. hashes of private source files);
+    ``job.private_params[name] = reference`` records the param ``name`` as ``reference`` (e.g. a raw
+    source path as its keyed digest).
     """
     job = Job(_job_logger(smk), smk)
     started = dt.datetime.now(dt.timezone.utc)
@@ -182,12 +198,12 @@ def snakemake_job(smk: Any) -> Iterator[Job]:
     yield job
     finished = dt.datetime.now(dt.timezone.utc)
     wildcards = dict(smk.wildcards.items())
-    params = _named(smk.params)
+    params = {**_named(smk.params), **job.private_params}
     record = job_record(rule=smk.rule, wildcards=wildcards, inputs=_named(smk.input),
                         outputs=_named(smk.output), params=params, seed=params.get("seed"),
                         started=started, finished=finished)
     record["extra"] = _jsonable(job.extra)
-    path = record_path(Path(smk.config.get("results", "results")), smk.rule, wildcards)
+    path = record_path(results_dir(smk), smk.rule, wildcards)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1, sort_keys=True))
     job.log.info("finished in %.1f s; provenance %s", (finished - started).total_seconds(), path)
