@@ -61,12 +61,6 @@ def segmenter_weights(wildcards):
     return {} if segmenter_backend() == "nnunet" else {"segmenter": res("models/segmenter/final.pt")}
 
 
-def checkpoint_dir(name):
-    """Params function: the folder under which a training job keeps its resume checkpoints (the script adds
-    a digest of the job's inputs and params: ``Job.resume_dir``)."""
-    return lambda wc: f"{RESULTS}/{wc.dataset}/checkpoints/{name.format(**wc)}"
-
-
 def mri_targets(dataset):
     root = f"{RESULTS}/{dataset}"
     return [f"{root}/qc/mri_slices.tsv", f"{root}/tables/mededit.md"] + [
@@ -156,7 +150,7 @@ rule train_ddpm:
                       category="3. MedEdit", subcategory="{dataset}",
                       labels={"result": "5 Training curves: DDPM {network}"}),
     params:
-        checkpoints=checkpoint_dir("ddpm_{network}"),
+        checkpoints=resume_state("ddpm_{network}"),
         unet=MEDEDIT.get("ddpm", {}).get("unet"),
         training=MEDEDIT.get("ddpm", {}).get("training"),
         seed=lambda wc: MEDEDIT["ddpm"]["training"].get("seed", 0),
@@ -182,7 +176,7 @@ rule train_segmenter:
                       category="3. MedEdit", subcategory="{dataset}",
                       labels={"result": "6 Training curves: lesion segmenter"}),
     params:
-        checkpoints=checkpoint_dir("segmenter"),
+        checkpoints=resume_state("segmenter"),
         network=MEDEDIT.get("segmenter", {}).get("network"),
         training=MEDEDIT.get("segmenter", {}).get("training"),
         seed=lambda wc: MEDEDIT["segmenter"]["training"].get("seed", 0),
@@ -208,7 +202,7 @@ rule train_feature_ae:
                       category="3. MedEdit", subcategory="{dataset}",
                       labels={"result": "7 Training curves: FID/KID feature autoencoder"}),
     params:
-        checkpoints=checkpoint_dir("feature_ae"),
+        checkpoints=resume_state("feature_ae"),
         autoencoder=MEDEDIT.get("features", {}).get("autoencoder"),
         training=MEDEDIT.get("features", {}).get("training"),
         seed=lambda wc: MEDEDIT["features"]["training"].get("seed", 0),
