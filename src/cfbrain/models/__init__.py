@@ -1,8 +1,9 @@
-"""Networks: the multi-task hemisphere CNN of thesis 003 and its full-brain peers."""
+"""Networks: the multi-task hemisphere CNN of thesis 003, its full-brain peers and the counterfactual autoencoder."""
 from __future__ import annotations
 
 from torch import nn
 
+from cfbrain.models.autoencoder import SpatialAutoencoder, SpatialAutoencoderConfig
 from cfbrain.models.mtl_cnn import MultiTaskHemisphereCNN, SliceCNN, predict_four_class
 from cfbrain.models.peers import SliceAveragedClassifier, build_peer, full_brain_cnn, resnet_peer, swin_peer, vit_peer
 
@@ -15,6 +16,6 @@ def count_parameters(*modules: nn.Module, trainable_only: bool = False) -> int:
 
 
 __all__ = [
-    "MultiTaskHemisphereCNN", "SliceCNN", "SliceAveragedClassifier", "build_peer", "count_parameters",
-    "full_brain_cnn", "predict_four_class", "resnet_peer", "swin_peer", "vit_peer",
+    "MultiTaskHemisphereCNN", "SliceCNN", "SliceAveragedClassifier", "SpatialAutoencoder", "SpatialAutoencoderConfig",
+    "build_peer", "count_parameters", "full_brain_cnn", "predict_four_class", "resnet_peer", "swin_peer", "vit_peer",
 ]
