@@ -1,11 +1,18 @@
 # cfbrain: raw clinical brain scans -> counterfactual-imaging results.
 # The workflow says what file is made from what; the cfbrain package says how.
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# Settings: the theses' defaults, then either the user's --configfile(s) or, when none is given, the demo.
+# A user's config thus runs the user's datasets only (config/defaults.yaml has none).
+configfile: Path(workflow.basedir) / "config" / "defaults.yaml"
+if not workflow.overwrite_configfiles:
+
+    configfile: Path(workflow.basedir) / "config" / "demo.yaml"
 
 
 report: "workflow/report/workflow.rst"

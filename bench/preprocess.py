@@ -16,7 +16,7 @@ pinned to one thread before any import; dcm2niix is a single-threaded child proc
 3. register: ``register_template_to_ct(backend="simpleitk", threads=1)`` once per
    ``--template``; the first one feeds step 4. By default both built-in MNI152 templates run
    (``nilearn:mni152``, 1 mm, and ``nilearn:mni152_2mm``), the one named in
-   config/config.yaml first; the TOTAL rows mark which is the workflow default;
+   config/demo.yaml first; the TOTAL rows mark which is the workflow default;
 4. preprocess: ``load_ct`` + ``registered_midline`` + ``preprocess_ct`` (skull crop, 11
    slices, pad/resize to 500 x 400, HU window) + ``save_tensor``, as the workflow's stage does
    (without the demo's lesion-mask resampling).
@@ -107,10 +107,10 @@ def true_template_to_ct(pose) -> np.ndarray:
 
 
 def workflow_template() -> str | None:
-    """The template of config/config.yaml when it names a single one (the workflow default), else None."""
+    """The template of config/demo.yaml when it names a single one (the demo's), else None."""
     try:
         import yaml
-        entries = yaml.safe_load((HERE.parent / "config" / "config.yaml").read_text())["registration"]["templates"]
+        entries = yaml.safe_load((HERE.parent / "config" / "demo.yaml").read_text())["registration"]["templates"]
         return str(entries[0]["path"]) if len(entries) == 1 else None
     except (OSError, KeyError, TypeError, IndexError, ImportError, ValueError):
         return None
@@ -353,7 +353,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "out" / "preprocess")
     parser.add_argument("--template", nargs="+", default=default_templates(),
                         help="built-in name(s) or NIfTI path(s) in MNI space; the first feeds preprocessing "
-                             "(default: the template of config/config.yaml, then the other built-in one: "
+                             "(default: the template of config/demo.yaml, then the other built-in one: "
                              f"{' '.join(default_templates())})")
     args = parser.parse_args()
     if args.scans < 1 or args.bad_pose < 0:

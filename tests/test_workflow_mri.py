@@ -105,10 +105,10 @@ def test_rerun_is_a_no_op(run):
 
 
 def test_default_config_plans_every_method_and_ablation(tmp_path):
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["mededit"]
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["mededit"]
     settings = ablation_methods()
     methods = set(config["methods"]) | {name for a in config["ablations"] for name in settings[a].values()}
-    result = snakemake(tmp_path, REPO / "config" / "config.yaml", "--dry-run", "results/demo-mri/tables/mededit.md")
+    result = snakemake(tmp_path, REPO / "config" / "demo.yaml", "--dry-run", "results/demo-mri/tables/mededit.md")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout)
     assert counts["mededit_run"] == 2 * len(methods)

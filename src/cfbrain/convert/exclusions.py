@@ -8,6 +8,13 @@ import pandas as pd
 STATUS_COLUMNS = ["scan", "stage", "status", "reason", "detail"]
 
 
+def read_status_tables(paths, columns: list[str] = STATUS_COLUMNS) -> pd.DataFrame:
+    """The per-scan status TSVs at ``paths`` as one table; an empty table with ``columns`` when there are none
+    (a dataset in which nothing reached the stage still gets its accounting)."""
+    tables = [pd.read_csv(p, sep="\t", keep_default_na=False) for p in paths]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
+
+
 @dataclass(frozen=True)
 class SliceCountRules:
     """Localisers with blank ImageType have < ``localiser_below`` slices after conversion;

@@ -41,7 +41,10 @@ def exclusions_figure(table: pd.DataFrame, dataset: str, path: str | Path) -> Pa
     for y, n in zip(positions, bars.n):
         ax.text(n, y, f" {n}", va="center", fontsize=8)
     ax.set_xlabel("series")
-    ax.set_xlim(0, bars.n.max() * 1.15)
+    if bars.empty:
+        ax.text(0.5, 0.5, "no DICOM file in the source folder", transform=ax.transAxes, ha="center", va="center")
+    else:
+        ax.set_xlim(0, bars.n.max() * 1.15)
     ax.set_title(f"{dataset}: {int(bars.n.sum())} input series (green kept, amber awaiting review, red excluded)",
                  fontsize=9)
     figure.tight_layout()

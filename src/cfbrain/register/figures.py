@@ -38,8 +38,9 @@ def plot_pca_clusters(qc: RegistrationQC, path: str | Path) -> Path:
         for ax in axes:
             ax.set_axis_off()
         counts = scans.verdict.value_counts().to_dict()
-        axes[0].text(0.0, 0.5, f"{len(scans)} scan(s): too few for PCA + GMM\nper-scan verdicts: {counts}",
-                     transform=axes[0].transAxes, va="center")
+        message = (f"{len(scans)} scan(s): too few for PCA + GMM\nper-scan verdicts: {counts}" if len(scans)
+                   else "no scan was registered: see qc/exclusions.tsv")
+        axes[0].text(0.0, 0.5, message, transform=axes[0].transAxes, va="center")
         return _save(figure, path)
     palette = colormaps["tab10"]
     verdicts = qc.clusters.set_index("cluster").verdict

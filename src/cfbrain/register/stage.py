@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cfbrain.convert.exclusions import STATUS_COLUMNS
+from cfbrain.convert.exclusions import STATUS_COLUMNS, read_status_tables
 from cfbrain.dicom.headers import exported_series_age
 from cfbrain.register.figures import montage_members, plot_pca_clusters, plot_registration_montage
 from cfbrain.register.qc import QCCriteria, load_linear_parts, read_review, registration_qc
@@ -53,7 +53,7 @@ def registration_quality(scans: list[str], registration_dirs: list[Path], ct_pat
     """PCA + GMM over every successful registration; writes the per-scan verdicts, the cluster
     summary, the PCA scatter and one montage per cluster. Returns the per-scan table, in which
     failed registrations appear as rejected with their failure reason."""
-    status = pd.concat([pd.read_csv(p, sep="\t", keep_default_na=False) for p in statuses], ignore_index=True)
+    status = read_status_tables(statuses, REGISTER_STATUS_COLUMNS)
     ok = set(status.loc[status.status == "kept", "scan"])
     registered = [(s, Path(d), Path(c)) for s, d, c in zip(scans, registration_dirs, ct_paths) if s in ok]
     templates = [Path((d / TEMPLATE_USED).read_text().strip()) for _, d, _ in registered]
