@@ -1,14 +1,5 @@
 # Thesis 003 chapter 4: the multi-task hemisphere CNN and its full-brain peers, trained per seed.
 
-RESUME = config.get("resume", "resume")
-
-
-def resume_state(name):
-    """Params function: the folder under which a training job keeps its resume checkpoints (``Job.resume_dir``
-    adds a digest of the job's rule, params and inputs). Outside results/: resume state is scratch for a killed
-    job, not a result, so no provenance record needs to describe it and ``provenance verify`` stays clean."""
-    return lambda wc: f"{RESUME}/{wc.dataset}/{name.format(**wc)}"
-
 
 def split_tensors(wildcards):
     return expand(res("preproc/{scan}"), dataset=wildcards.dataset, scan=preprocessed_scans(wildcards.dataset))

@@ -27,6 +27,7 @@ for _name, _dataset in config["datasets"].items():
 RESULTS = config["results"]
 PRIVATE = config["private"]
 SOURCES = config["sources"]
+RESUME = config["resume"]
 DATASETS = config["datasets"]
 
 
@@ -47,6 +48,13 @@ def res(path):
 
 def log_path(name):
     return f"{RESULTS}/{{dataset}}/logs/{name}.log"
+
+
+def resume_state(name):
+    """Params function: the folder under which a training job keeps its resume checkpoints (``Job.resume_dir``
+    adds a digest of the job's rule, params and inputs). Outside results/: resume state is scratch for a killed
+    job, not a result, so no provenance record needs to describe it and ``provenance verify`` stays clean."""
+    return lambda wc: f"{RESUME}/{wc.dataset}/{name.format(**wc)}"
 
 
 def source_config(dataset):
