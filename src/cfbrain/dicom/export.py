@@ -6,11 +6,29 @@ from pathlib import Path
 
 import pandas as pd
 import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from cfbrain.dicom.pseudonymise import PseudonymKey, deidentify
 from cfbrain.provenance import sha256_path
 
 log = logging.getLogger(__name__)
+
+
+TRANSFER_SYNTAX_OF_ENCODING = {(True, True): ImplicitVRLittleEndian, (False, True): ExplicitVRLittleEndian,
+                               (False, False): ExplicitVRBigEndian}  # (implicit VR, little endian) -> syntax
+
+
+def read_source(path: Path) -> pydicom.Dataset:
+    """The whole dataset of a source file. A file without preamble and file meta (old archives; the index
+    accepts it when it carries SOP Class and Instance UIDs) gets the transfer syntax it was read in, so
+    its export is a standard DICOM file that dcm2niix reads."""
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        ds = pydicom.dcmread(path, force=True)
+    ds.file_meta.TransferSyntaxUID = TRANSFER_SYNTAX_OF_ENCODING[ds.original_encoding]
+    return ds
 
 
 def export_series(source_files: list[Path], out_dir: Path, key: PseudonymKey) -> list[Path]:
@@ -22,7 +40,7 @@ def export_series(source_files: list[Path], out_dir: Path, key: PseudonymKey) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for rank, source in enumerate(source_files, start=1):
-        ds = pydicom.dcmread(source)
+        ds = read_source(source)
         deidentify(ds, key, patient_id=str(ds.PatientID).strip())
         target = out_dir / f"{rank:04d}.dcm"
         ds.save_as(target, enforce_file_format=True)

@@ -109,6 +109,7 @@ def read_header(path: Path) -> FileHeader:
             raise UnusableFile("missing_identifier", keyword)
     header = _header_from_dataset(ds, class_name)
     _check_pixel_bytes(path, ds, header, header_end)
+    _check_fragments(path, header, header_end)
     return header
 
 
@@ -183,6 +184,26 @@ def _check_pixel_bytes(path: Path, ds: pydicom.Dataset, header: FileHeader, head
     available = path.stat().st_size - header_end
     if expected == 0 or available < expected:
         raise UnusableFile("truncated", f"pixel data has {max(available, 0)} of {expected} bytes")
+
+
+PIXEL_DATA_TAG, ITEM_TAG, SEQUENCE_DELIMITER_TAG = b"\xe0\x7f\x10\x00", b"\xfe\xff\x00\xe0", b"\xfe\xff\xdd\xe0"
+
+
+def _check_fragments(path: Path, header: FileHeader, header_end: int) -> None:
+    """Raise UnusableFile('truncated') when compressed (encapsulated) pixel data ends before its sequence
+    delimiter: a cut-off file whose header is complete. Reads 8 bytes per fragment, never the pixels."""
+    if not header.transfer_syntax or not UID(header.transfer_syntax).is_compressed:
+        return
+    with open(path, "rb") as handle:
+        handle.seek(header_end)
+        if handle.read(12)[:4] != PIXEL_DATA_TAG:  # tag, VR OB, reserved, undefined length
+            return
+        while (item := handle.read(8))[:4] == ITEM_TAG and len(item) == 8:
+            handle.seek(int.from_bytes(item[4:], "little"), 1)
+        if item[:4] != SEQUENCE_DELIMITER_TAG:
+            size = path.stat().st_size
+            raise UnusableFile("truncated", f"compressed pixel data cut off: the file ends at byte {size}, "
+                                            "before its last fragment does")
 
 
 def _image_type(ds: pydicom.Dataset) -> tuple[str, ...]:
