@@ -56,6 +56,18 @@ def test_export_leaves_no_phi_in_bytes_or_names(tmp_path, key):
             assert text.encode() not in blob, text
 
 
+def test_a_file_without_preamble_or_file_meta_is_exported_as_a_standard_file(tmp_path, key):
+    study, series = generate_uid(), generate_uid()
+    ds = ct_slice(study_uid=study, series_uid=series, index=0)
+    del ds.file_meta
+    ds.save_as(tmp_path / "old.dcm", implicit_vr=True, little_endian=True)  # as old archives store it
+    written = export_series([tmp_path / "old.dcm"], tmp_path / "out", key)[0]
+    exported = pydicom.dcmread(written)  # raises without preamble and file meta
+    assert exported.file_meta.TransferSyntaxUID == pydicom.uid.ImplicitVRLittleEndian
+    assert exported.file_meta.MediaStorageSOPInstanceUID == exported.SOPInstanceUID == key.uid(ds.SOPInstanceUID)
+    assert not any(text.encode() in written.read_bytes() for text in PHI + (study, series))
+
+
 def _exported(tmp_path, key, n, **kwargs):
     sources = write_series(tmp_path / "src", n, n_rows=32, **kwargs)
     return export_series(sources, tmp_path / "dicom", key)[0].parent

@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from cfbrain.dicom.pseudonymise import PseudonymKey, deidentify
 from cfbrain.provenance import sha256_path
@@ -15,20 +14,14 @@ from cfbrain.provenance import sha256_path
 log = logging.getLogger(__name__)
 
 
-TRANSFER_SYNTAX_OF_ENCODING = {(True, True): ImplicitVRLittleEndian, (False, True): ExplicitVRLittleEndian,
-                               (False, False): ExplicitVRBigEndian}  # (implicit VR, little endian) -> syntax
-
-
 def read_source(path: Path) -> pydicom.Dataset:
-    """The whole dataset of a source file. A file without preamble and file meta (old archives; the index
-    accepts it when it carries SOP Class and Instance UIDs) gets the transfer syntax it was read in, so
-    its export is a standard DICOM file that dcm2niix reads."""
+    """The whole dataset of a source file, also of one without preamble and file meta (old archives; the
+    index accepts it when it carries SOP Class and Instance UIDs): its export, written with the transfer
+    syntax it was read in, is then a standard DICOM file that dcm2niix reads."""
     try:
         return pydicom.dcmread(path)
     except InvalidDicomError:
-        ds = pydicom.dcmread(path, force=True)
-    ds.file_meta.TransferSyntaxUID = TRANSFER_SYNTAX_OF_ENCODING[ds.original_encoding]
-    return ds
+        return pydicom.dcmread(path, force=True)
 
 
 def export_series(source_files: list[Path], out_dir: Path, key: PseudonymKey) -> list[Path]:
