@@ -38,17 +38,44 @@ def slice_count_verdict(n_slices: int, image_type: str, rules: SliceCountRules) 
 
 
 EXCLUSION_COLUMNS = ["unit", "id", "stage", "status", "reason", "detail"]
-REASON_LABELS = {  # thesis 003 Table 3.1 wording where the thesis has the category
-    "non_axial": "Non-axial orientations",
+REASON_LABELS = {  # one label per cause; thesis 003 Table 3.1 wording where the thesis has the category
+    # series, index stage (headers)
+    "wrong_modality": "Not the dataset's modality",
+    "missing_geometry": "Missing orientation/position tags",
     "localiser": "Localisers",
     "bone_kernel": "Bone reformats",
+    "non_axial": "Non-axial orientations",
+    # series, convert and review stages
+    "conversion_failed": "dcm2niix conversion failed",
+    "bone_noise": "Bone reformats (bone-kernel noise, no bone name)",
     "split_skull_review": "Separated skull base/vault (awaiting review)",
     "split_skull": "Separated skull base/vault",
+    # series, register and registration QC stages (cfbrain.register.result.FAILURE_REASONS)
+    "invalid_ct": "CT volume unusable for registration",
+    "blank_ct": "CT without contrast",
+    "no_intracranial_region": "No intracranial region (the skull encloses almost no volume: phantom?)",
+    "not_converged": "Registration failed to converge",
+    "degenerate_transform": "Registration gave a singular or mirrored transform",
+    "backend_error": "Registration tool failed",
     "registration": "Poor patient positioning",
-    "registration_failed": "Registration failed to converge",
-    "wrong_modality": "Not a CT image series",
-    "missing_geometry": "Missing orientation/position tags",
-    "conversion_failed": "dcm2niix conversion failed",
+    # series, preprocess stage
+    "unreadable": "Converted image unreadable",
+    "not_3d": "Converted image not a 3-D volume",
+    "no_head_found": "No head in the image",
+    "no_brain_found": "No brain tissue found",
+    "too_few_slices": "Too few slices to sample",
+    # files, index stage
+    "empty_file": "Empty file",
+    "not_dicom": "Not a DICOM file",
+    "dicomdir": "DICOMDIR (a folder index, not an image)",
+    "corrupt_header": "Corrupt DICOM header",
+    "non_image_object": "Not an image (report, structure set, ...)",
+    "missing_identifier": "Missing patient/study/series/instance UID",
+    "no_pixel_data": "No pixel data (header-only file)",
+    "no_image_size": "No image size (Rows/Columns)",
+    "truncated": "Truncated pixel data",
+    "duplicate_instance": "Duplicate of another file (same SOPInstanceUID)",
+    "non_axial_slice": "Non-axial slice of an axial series (not converted)",
 }
 
 
@@ -116,7 +143,7 @@ def exclusion_counts_markdown(table: pd.DataFrame, dataset: str) -> str:
     if len(files):
         lines += ["", "| Files that joined no series | N |", "|---|---:|"]
         for reason, count in files.reason.value_counts().sort_index().items():
-            lines.append(f"| {reason} | {count} |")
+            lines.append(f"| {REASON_LABELS.get(reason, reason)} | {count} |")
     return "\n".join(lines) + "\n"
 
 

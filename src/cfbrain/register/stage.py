@@ -24,7 +24,8 @@ def register_scan(scan: str, ct_path: Path, dicom_dir: Path, templates: list[dic
     """Register the age-matched template to one CT into ``out_dir`` and write its status row.
 
     ``templates``: the config's age-indexed list with ``path`` already pointing at template files.
-    A registration failure is a status (excluded, reason ``registration_failed``), not an exception.
+    A registration failure is a status (excluded, reason: the failure's code in
+    :data:`~cfbrain.register.result.FAILURE_REASONS`), not an exception.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -37,7 +38,7 @@ def register_scan(scan: str, ct_path: Path, dicom_dir: Path, templates: list[dic
         result = register_template_to_ct(ct_path, template, out_dir / MATRIX, out_dir / TEMPLATE_IN_CT,
                                          backend=backend, threads=threads)
     except RegistrationFailed as failure:
-        row.update(status="excluded", reason="registration_failed", detail=str(failure))
+        row.update(status="excluded", reason=failure.reason, detail=failure.detail)
     else:
         row.update(status="kept", reason="", detail=result.stop_condition, backend=result.backend,
                    metric=result.metric_value, iterations=result.iterations, seconds=round(result.seconds, 2))
@@ -52,7 +53,7 @@ def registration_quality(scans: list[str], registration_dirs: list[Path], ct_pat
                          montage_per_cluster: int = 6) -> pd.DataFrame:
     """PCA + GMM over every successful registration; writes the per-scan verdicts, the cluster
     summary, the PCA scatter and one montage per cluster. Returns the per-scan table, in which
-    failed registrations appear as rejected with their failure reason."""
+    failed registrations appear as rejected with their failure code (column ``failure``) and detail."""
     status = read_status_tables(statuses, REGISTER_STATUS_COLUMNS)
     ok = set(status.loc[status.status == "kept", "scan"])
     registered = [(s, Path(d), Path(c)) for s, d, c in zip(scans, registration_dirs, ct_paths) if s in ok]
@@ -68,7 +69,8 @@ def registration_quality(scans: list[str], registration_dirs: list[Path], ct_pat
                       montage_per_cluster, seed)
     failed = status[status.status != "kept"]
     table = pd.concat([qc.scans, pd.DataFrame({"scan": failed.scan, "verdict": "reject",
-                                                "reason": failed.detail, "verdict_source": "registration failed"})],
+                                                "reason": failed.detail, "verdict_source": "registration failed",
+                                                "failure": failed.reason})],
                       ignore_index=True)
     log.info("registration QC (%s): %d accepted, %d rejected", qc.method, int((table.verdict == "accept").sum()),
              int((table.verdict != "accept").sum()))
@@ -89,5 +91,6 @@ def registration_exclusions(qc_table: pd.DataFrame) -> pd.DataFrame:
     rejected = qc_table[qc_table.verdict != "accept"]
     failed = rejected.verdict_source == "registration failed"
     return pd.DataFrame({"scan": rejected.scan, "stage": ["register" if f else "registration_qc" for f in failed],
-                         "status": "excluded", "reason": ["registration_failed" if f else "registration" for f in failed],
+                         "status": "excluded",
+                         "reason": [code if f else "registration" for f, code in zip(failed, rejected.failure)],
                          "detail": rejected.reason.fillna("")})
