@@ -7,6 +7,7 @@ import pydicom
 import pytest
 from pydicom.uid import RLELossless, generate_uid
 
+from cfbrain.convert.bone import KernelTable
 from cfbrain.dicom.headers import UnusableFile, read_header
 from cfbrain.dicom.index import HeaderRules, index_source, write_index
 from conftest import AXIAL, CORONAL, PYDICOM_TEST_FILES, SAGITTAL, ct_slice, write_series
@@ -91,7 +92,7 @@ def test_compressed_transfer_syntax_is_a_candidate(messy_source, key):
 
 
 def test_rules_are_configurable(messy_source, key):
-    strict = HeaderRules(bone_kernel_pattern=r"^$", bone_image_types=())
+    strict = HeaderRules(kernel_table=KernelTable(()), bone_image_types=())
     reasons = index_source(messy_source, key, strict).series.reason.value_counts().to_dict()
     assert "bone_kernel" not in reasons
 
@@ -117,6 +118,43 @@ def test_read_header_reasons(tmp_path):
     with pytest.raises(UnusableFile) as info:
         read_header(PYDICOM_TEST_FILES / "MR_truncated.dcm")
     assert info.value.reason == "truncated"
+
+
+def test_a_header_only_file_says_no_pixel_data(tmp_path):
+    ds = ct_slice(study_uid="1.2.3", series_uid="1.2.3.4", index=0)
+    del ds.PixelData
+    ds.save_as(tmp_path / "header_only.dcm", enforce_file_format=True)
+    with pytest.raises(UnusableFile) as info:
+        read_header(tmp_path / "header_only.dcm")
+    assert (info.value.reason, info.value.detail) == ("no_pixel_data", "no pixel data: the file ends after its header")
+
+
+def _retag(paths, **tags):
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        for keyword, value in tags.items():
+            setattr(ds, keyword, value)
+        ds.save_as(path)
+
+
+def test_bone_reconstructions_are_found_by_kernel_and_by_description(tmp_path, key):
+    """Philips series: a bone letter kernel; BONE BRAIN with a soft letter kernel and no BONE ImageType;
+    BRAIN POST FOSSA (neither BRAIN nor FOSSA holds a bone word) with the same soft kernel."""
+    study = generate_uid(entropy_srcs=["bone-study"])
+    _retag(write_series(tmp_path / "src" / "D", 26, study_uid=study, prefix="D", kernel="D"), Manufacturer="Philips",
+           SeriesDescription="HEAD")
+    _retag(write_series(tmp_path / "src" / "BB", 26, study_uid=study, prefix="BB", kernel="C"), Manufacturer="Philips",
+           SeriesDescription="BONE BRAIN")
+    _retag(write_series(tmp_path / "src" / "BR", 26, study_uid=study, prefix="BR", kernel="C"), Manufacturer="Philips",
+           SeriesDescription="BRAIN POST FOSSA")
+    series = index_source(tmp_path / "src", key).series
+    assert sorted(series.verdict) == ["candidate", "excluded", "excluded"]
+    by_kernel = series[series.kernel == "D"]
+    assert (by_kernel.reason.item(), by_kernel.kernel_class.item()) == ("bone_kernel", "bone")
+    assert by_kernel.detail.item().startswith("ConvolutionKernel D (Philips sharp filters")
+    soft = series[series.kernel == "C"].sort_values("verdict")
+    assert soft.kernel_class.tolist() == ["soft", "soft"]
+    assert soft.reason.tolist() == ["", "bone_kernel"] and soft.detail.tolist()[1] == "SeriesDescription word BONE"
 
 
 def test_gantry_tilt_stays_axial(tmp_path):

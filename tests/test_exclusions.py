@@ -133,7 +133,7 @@ def _produced_reasons(tree: ast.AST) -> set[str]:
 
 def test_every_reason_code_produced_in_the_ct_chain_has_a_label():
     produced = set().union(*(_produced_reasons(ast.parse(p.read_text())) for p in CT_CHAIN_MODULES))
-    assert {"no_intracranial_region", "bone_kernel", "localiser", "split_skull",
+    assert {"no_intracranial_region", "no_pixel_data", "bone_kernel", "bone_noise", "localiser", "split_skull",
             "duplicate_instance", "registration", "conversion_failed", "no_head_found"} <= produced  # the scan works
     assert sorted(produced - set(REASON_LABELS)) == []
     assert sorted(set(FAILURE_REASONS) - set(REASON_LABELS)) == []

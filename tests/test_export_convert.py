@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import pandas as pd
 import pydicom
 import pytest
@@ -68,8 +69,22 @@ def test_a_file_without_preamble_or_file_meta_is_exported_as_a_standard_file(tmp
     assert not any(text.encode() in written.read_bytes() for text in PHI + (study, series))
 
 
-def _exported(tmp_path, key, n, **kwargs):
-    sources = write_series(tmp_path / "src", n, n_rows=32, **kwargs)
+def _with_head_pixels(paths: list[Path], noise_hu: float) -> list[Path]:
+    """Replace the (uniform 0-80 HU noise) pixels of hand-made slices or frames with a head: 35 HU brain
+    inside a 1000 HU skull ring in air, plus white noise of ``noise_hu`` HU (stored = HU + 1024)."""
+    rng = np.random.default_rng(0)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        shape = (int(ds.get("NumberOfFrames", 1)), ds.Rows, ds.Columns)
+        radius = np.hypot(*np.mgrid[:ds.Rows, :ds.Columns] - (ds.Rows - 1) / 2) / (ds.Rows / 2)
+        hu = np.select([radius < 0.75, radius < 0.9], [35.0, 1000.0], -1000.0) + rng.normal(0, noise_hu, shape)
+        ds.PixelData = (np.round(hu) + 1024).astype(np.int16).tobytes()
+        ds.save_as(path)
+    return paths
+
+
+def _exported(tmp_path, key, n, noise_hu=3.0, **kwargs):
+    sources = _with_head_pixels(write_series(tmp_path / "src", n, n_rows=64, **kwargs), noise_hu)
     return export_series(sources, tmp_path / "dicom", key)[0].parent
 
 
@@ -78,7 +93,7 @@ def test_convert_keeps_a_full_series(tmp_path, key):
                           SliceCountRules())
     assert status["status"] == "kept" and status["n_slices"] == 30 and status["correction"] == "none"
     image = nib.load(tmp_path / "nifti" / "image.nii.gz")
-    assert image.shape == (32, 32, 30)
+    assert image.shape == (64, 64, 30)
     sidecar = (tmp_path / "nifti" / "image.json").read_text()
     assert not any(text in sidecar for text in PHI)
     assert pd.read_csv(tmp_path / "status.tsv", sep="\t").status.item() == "kept"
@@ -136,8 +151,8 @@ def test_enhanced_multiframe_and_rle_series_are_indexed_exported_and_converted(t
     from cfbrain.dicom.index import index_source
     from conftest import enhanced_ct
     source = tmp_path / "source"
-    enhanced_ct(source / "ROE" / "enhanced.dcm")
-    for path in write_series(source / "DOE" / "rle", 26, n_rows=32):
+    _with_head_pixels([enhanced_ct(source / "ROE" / "enhanced.dcm", n_rows=64)], 3.0)
+    for path in _with_head_pixels(write_series(source / "DOE" / "rle", 26, n_rows=64), 3.0):
         ds = pydicom.dcmread(path)
         ds.compress(RLELossless)
         ds.save_as(path)
@@ -148,3 +163,28 @@ def test_enhanced_multiframe_and_rle_series_are_indexed_exported_and_converted(t
         status = convert_scan(scan, exported[0].parent, tmp_path / "nifti" / scan, tmp_path / f"{scan}.tsv",
                               SliceCountRules())
         assert (status["status"], status["n_slices"]) == ("kept", 26), status
+
+
+def _indexed_and_converted(tmp_path, key, noise_hu: float, kernel: str) -> tuple[pd.Series, dict]:
+    """A 30-slice head series whose headers say nothing about bone (no BONE ImageType or description word),
+    with ``kernel``: its index row and its conversion status."""
+    from cfbrain.dicom.index import index_source
+    sources = _with_head_pixels(write_series(tmp_path / "src", 30, n_rows=64, kernel=kernel), noise_hu)
+    index = index_source(tmp_path / "src", key)
+    exported = export_series(sources, tmp_path / "dicom", key)[0].parent
+    return index.series.iloc[0], convert_scan("S", exported, tmp_path / "nifti", tmp_path / "status.tsv",
+                                              SliceCountRules())
+
+
+def test_an_unknown_kernel_with_bone_noise_is_excluded_by_the_image_check(tmp_path, key):
+    indexed, status = _indexed_and_converted(tmp_path, key, noise_hu=40.0, kernel="XR-7")
+    assert (indexed.verdict, indexed.kernel_class) == ("candidate", "unknown")
+    assert (status["status"], status["reason"]) == ("excluded", "bone_noise")
+    assert status["noise_hu"] > 30 and f"brain-tissue noise {status['noise_hu']:.1f} HU > 10 HU" in status["detail"]
+    assert pd.read_csv(tmp_path / "status.tsv", sep="\t").reason.item() == "bone_noise"
+
+
+def test_a_soft_tissue_series_with_an_unusual_kernel_name_is_kept(tmp_path, key):
+    indexed, status = _indexed_and_converted(tmp_path, key, noise_hu=3.0, kernel="NEURO SMOOTH 2")
+    assert (indexed.verdict, indexed.kernel_class) == ("candidate", "unknown")
+    assert (status["status"], status["reason"]) == ("kept", "") and status["noise_hu"] < 5

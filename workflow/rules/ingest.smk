@@ -1,10 +1,17 @@
 # Thesis 003 §3.4.4 steps 1-4: index, export with pseudonyms, axial filter, dcm2niix, exclusions.
 # Raw identifiers and source paths exist only in the index job and under PRIVATE/.
+from cfbrain.convert.bone import SHIPPED_KERNEL_TABLE
+
+
+def kernel_table(wildcards):
+    """The user's kernel table (ingest.kernel_table), else the one shipped in resources/."""
+    return config["ingest"]["kernel_table"] or str(SHIPPED_KERNEL_TABLE)
 
 
 checkpoint index:
     input:
         unpack(index_input),
+        kernel_table=kernel_table,
     output:
         series=res("index/series.tsv"),
         files=res("index/files.tsv"),
@@ -15,7 +22,7 @@ checkpoint index:
         private=PRIVATE,
         source_state=index_source_state,
         key=lambda wc: key_path(wc.dataset),
-        rules=ingest_params("axial_max_angle_deg", "localiser_image_types", "bone_image_types", "bone_kernel_pattern"),
+        rules=ingest_params("axial_max_angle_deg", "localiser_image_types", "bone_image_types", "bone_description_words"),
         code=script_code("index.py"),
     log:
         log_path("index"),
@@ -47,6 +54,7 @@ rule convert:
         status=res("qc/convert/{scan}.tsv"),
     params:
         rules=ingest_params("localiser_below", "review_below"),
+        max_noise_hu=config["ingest"]["bone_noise_max_hu"],
         code=script_code("convert.py"),
     log:
         log_path("convert/{scan}"),

@@ -47,6 +47,7 @@ class FileHeader:
     image_type: tuple[str, ...]
     kernel: str
     manufacturer: str
+    description: str
     transfer_syntax: str
     rows: int
     cols: int
@@ -149,6 +150,7 @@ def _header_from_dataset(ds: pydicom.Dataset, class_name: str) -> FileHeader:
         series_uid=str(ds.SeriesInstanceUID), sop_uid=str(ds.SOPInstanceUID), sop_class=class_name,
         modality=str(ds.get("Modality", "")).upper(), image_type=_image_type(ds),
         kernel=_text(ds.get("ConvolutionKernel", "")), manufacturer=_text(ds.get("Manufacturer", "")),
+        description=_text(ds.get("SeriesDescription", "")),
         transfer_syntax=str(getattr(ds.file_meta, "TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else "",
         rows=int(ds.get("Rows", 0) or 0), cols=int(ds.get("Columns", 0) or 0),
         frames=int(ds.get("NumberOfFrames", 1) or 1), pixel_spacing=spacing,
@@ -175,15 +177,21 @@ def _geometry(ds: pydicom.Dataset, keyword: str, n: int) -> tuple[float, ...] | 
 
 
 def _check_pixel_bytes(path: Path, ds: pydicom.Dataset, header: FileHeader, header_end: int) -> None:
-    """Raise UnusableFile('truncated') when uncompressed pixel data is shorter than Rows×Cols×frames×bytes."""
+    """Raise UnusableFile when the file has no pixel data after its header (``no_pixel_data``), no
+    image size (``no_image_size``) or less uncompressed pixel data than Rows×Cols×frames×bytes
+    (``truncated``)."""
+    available = path.stat().st_size - header_end
+    if available <= 0:
+        raise UnusableFile("no_pixel_data", "no pixel data: the file ends after its header")
+    if header.rows * header.cols == 0:
+        raise UnusableFile("no_image_size", f"Rows {header.rows}, Columns {header.cols} with {available} bytes of pixel data")
     syntax = UID(header.transfer_syntax) if header.transfer_syntax else None
     if syntax is not None and syntax.is_compressed:
         return
     bits = int(ds.get("BitsAllocated", 16) or 16)
     expected = header.rows * header.cols * header.frames * int(ds.get("SamplesPerPixel", 1) or 1) * bits // 8
-    available = path.stat().st_size - header_end
-    if expected == 0 or available < expected:
-        raise UnusableFile("truncated", f"pixel data has {max(available, 0)} of {expected} bytes")
+    if available < expected:
+        raise UnusableFile("truncated", f"pixel data has {available} of {expected} bytes")
 
 
 PIXEL_DATA_TAG, ITEM_TAG, SEQUENCE_DELIMITER_TAG = b"\xe0\x7f\x10\x00", b"\xfe\xff\x00\xe0", b"\xfe\xff\xdd\xe0"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cfbrain.convert.bone import DEFAULT_DESCRIPTION_WORDS, KernelTable, bone_description_word
 from cfbrain.dicom.headers import IMAGE_CLASSES, FileHeader, UnusableFile, read_header
 from cfbrain.dicom.private import create_private_file
 from cfbrain.dicom.pseudonymise import PseudonymKey
@@ -28,24 +28,29 @@ MODALITY_CLASSES = {"CT": ("ct", "enhanced_ct"), "MR": ("mr", "enhanced_mr")}
 
 @dataclass(frozen=True)
 class HeaderRules:
-    """Header-level exclusion rules of thesis 003 §3.4.4 steps 1, 3 and 4 (configurable)."""
+    """Header-level exclusion rules of thesis 003 §3.4.4 steps 1, 3 and 4 (configurable).
+
+    A series is a bone reconstruction when its ImageType holds one of ``bone_image_types``, its
+    kernel is a bone kernel in ``kernel_table``, or its description holds one of
+    ``bone_description_words``; the convert stage adds a check on the image itself.
+    """
 
     modality: str = "CT"
     axial_max_angle_deg: float = 45.0
     localiser_image_types: tuple[str, ...] = ("LOCALIZER", "SCOUT", "TOPOGRAM", "SURVIEW")
     bone_image_types: tuple[str, ...] = ("BONE",)
-    bone_kernel_pattern: str = r"(?i)^(bone.*|edge|sharp|h[6-9]\d.*|b[6-9]\d.*|fc3\d|fc8\d|yc|yd)$"
-
-    def __post_init__(self):
-        re.compile(self.bone_kernel_pattern)
+    kernel_table: KernelTable = field(default_factory=KernelTable.load)
+    bone_description_words: tuple[str, ...] = DEFAULT_DESCRIPTION_WORDS
 
     @classmethod
-    def from_config(cls, ingest: dict) -> "HeaderRules":
-        """From the ``ingest`` config section (lists become tuples; unrelated keys ignored)."""
+    def from_config(cls, ingest: dict, kernel_table: str | Path) -> "HeaderRules":
+        """From the ``ingest`` config section (lists become tuples; unrelated keys ignored) and the
+        kernel table file."""
         return cls(modality=ingest.get("modality", "CT"), axial_max_angle_deg=float(ingest["axial_max_angle_deg"]),
                    localiser_image_types=tuple(t.upper() for t in ingest["localiser_image_types"]),
                    bone_image_types=tuple(t.upper() for t in ingest["bone_image_types"]),
-                   bone_kernel_pattern=ingest["bone_kernel_pattern"])
+                   kernel_table=KernelTable.load(kernel_table),
+                   bone_description_words=tuple(w.upper() for w in ingest["bone_description_words"]))
 
 
 @dataclass
@@ -58,13 +63,15 @@ class SourceIndex:
     pseudonym_map: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def index_source(source_dir: Path, key: PseudonymKey, rules: HeaderRules = HeaderRules()) -> SourceIndex:
+def index_source(source_dir: Path, key: PseudonymKey, rules: HeaderRules | None = None) -> SourceIndex:
     """Read every file below ``source_dir`` and decide each series' header-level verdict.
 
     ``series`` has one row per (patient, study, series) with ``verdict`` in
     {candidate, excluded} and a ``reason``; ``files`` has one row per file with
     ``status`` in {used, unused, excluded}; files + series account for every input.
+    ``rules`` default to :class:`HeaderRules` with the shipped kernel table.
     """
+    rules = HeaderRules() if rules is None else rules
     source_dir = Path(source_dir)
     paths = sorted(p for p in source_dir.rglob("*") if p.is_file())
     log.info("indexing %d files under the source", len(paths))
@@ -114,7 +121,7 @@ def index_source(source_dir: Path, key: PseudonymKey, rules: HeaderRules = Heade
 
 
 SERIES_COLUMNS = ["scan", "patient", "study", "series", "modality", "sop_class", "image_type", "kernel",
-                  "manufacturer", "transfer_syntax", "n_files", "n_axial", "n_sagittal", "n_coronal",
+                  "kernel_class", "manufacturer", "transfer_syntax", "n_files", "n_axial", "n_sagittal", "n_coronal",
                   "n_oblique", "n_unknown_plane", "rows", "cols", "frames", "pixel_spacing_mm", "slice_thickness_mm",
                   "slice_gap_mm", "uneven_spacing", "gantry_tilt_deg", "age_years", "sex", "verdict",
                   "reason", "detail"]
@@ -134,7 +141,8 @@ def _series_verdict(scan: str, headers: list[FileHeader], rules: HeaderRules) ->
     row = {
         "scan": scan, "patient": scan.split("_")[0], "study": scan.split("_")[1], "series": scan.split("_")[2],
         "modality": first.modality, "sop_class": first.sop_class, "image_type": "\\".join(first.image_type),
-        "kernel": first.kernel, "manufacturer": first.manufacturer, "transfer_syntax": first.transfer_syntax,
+        "kernel": first.kernel, "kernel_class": rules.kernel_table.kernel_class(first.kernel, first.manufacturer),
+        "manufacturer": first.manufacturer, "transfer_syntax": first.transfer_syntax,
         "n_files": len(headers), "n_axial": planes.count("axial"), "n_sagittal": planes.count("sagittal"),
         "n_coronal": planes.count("coronal"), "n_oblique": planes.count("oblique"), "n_unknown_plane": planes.count("unknown"),
         "rows": first.rows, "cols": first.cols, "frames": first.frames,
@@ -166,10 +174,15 @@ def _header_exclusion(headers: list[FileHeader], planes: list[str], rules: Heade
     localiser = image_types & set(rules.localiser_image_types)
     if localiser:
         return "localiser", f"ImageType {'/'.join(sorted(localiser))}"
-    if image_types & set(rules.bone_image_types):
-        return "bone_kernel", "ImageType BONE"
-    if re.match(rules.bone_kernel_pattern, first.kernel or ""):
-        return "bone_kernel", f"ConvolutionKernel {first.kernel}"
+    bone_types = image_types & set(rules.bone_image_types)
+    if bone_types:
+        return "bone_kernel", f"ImageType {'/'.join(sorted(bone_types))}"
+    kernel = rules.kernel_table.rule_for(first.kernel, first.manufacturer)
+    if kernel is not None and kernel.kernel_class == "bone":
+        return "bone_kernel", f"ConvolutionKernel {first.kernel} ({kernel.note})"
+    word = bone_description_word(first.description, rules.bone_description_words)
+    if word:
+        return "bone_kernel", f"SeriesDescription word {word}"
     n_axial = planes.count("axial")
     if n_axial * 2 <= len(planes):
         majority = max(set(planes), key=planes.count)
