@@ -111,7 +111,19 @@ def test_training_logs_validation_mse_resumes_and_draws(tmp_path, one_torch_thre
     finally:
         loop._Run.end_epoch = original
     assert not (tmp_path / "b" / "final.pt").exists()
-    resumed = train_autoencoder(split, files, TINY, settings, 0, tmp_path / "b", tmp_path / "b_ckpt", device="cpu")
+    epochs_trained = []
+    train_epoch = loop._Run.train_epoch
+
+    def counting(self, *args):
+        epochs_trained.append(self.position.epoch)
+        return train_epoch(self, *args)
+
+    loop._Run.train_epoch = counting
+    try:
+        resumed = train_autoencoder(split, files, TINY, settings, 0, tmp_path / "b", tmp_path / "b_ckpt", device="cpu")
+    finally:
+        loop._Run.train_epoch = train_epoch
+    assert epochs_trained == [1]  # only the second epoch was left
     first = load_weights(SpatialAutoencoder(TINY), weights).state_dict()
     second = load_weights(SpatialAutoencoder(TINY), resumed).state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)

@@ -127,9 +127,22 @@ class CTTensor:
         """Fractional columns of the loaded volume -> fractional columns of the tensor (crop, then step 7)."""
         return source_cols_to_output(cols, self.crop_box, self.plane_fit)
 
+    def labels_from_source(self, volume: np.ndarray) -> np.ndarray:
+        """A label or mask volume on the loaded volume's grid (``source_shape``) -> (S, H, W) on this
+        tensor's grid, by the crop, slice selection and step 7 the image went through (nearest)."""
+        if volume.shape != self.source_shape:
+            raise ValueError(f"volume {volume.shape} is not on the loaded volume's grid {self.source_shape}")
+        return labels_to_tensor(volume, self.crop_box, self.slice_index, self.plane_fit)
+
     def hemispheres(self, which: str = "image") -> np.ndarray:
         """(2, S, H, W/2) [right, left] halves of ``image`` or of a mask field, split at ``midline_col``."""
         return split_hemispheres(getattr(self, which), self.midline_col)
+
+
+def labels_to_tensor(volume: np.ndarray, box: CropBox, index: np.ndarray, fit: PlaneFit) -> np.ndarray:
+    """Crop, slice selection and step 7 of a label or mask volume (S0, H0, W0) on the loaded CT's grid:
+    (S, H, W) in the same dtype, by nearest neighbour (labels keep their values)."""
+    return fit_planes(box.apply(volume)[index], fit, "nearest")
 
 
 def preprocess_ct(ct: Volume, config: CTPreprocessConfig = CTPreprocessConfig(),
@@ -173,7 +186,7 @@ def preprocess_ct(ct: Volume, config: CTPreprocessConfig = CTPreprocessConfig(),
         image=image,
         head_mask=fitted_mask(head),
         brain_mask=fitted_mask(brain),
-        lesion_mask=None if lesion_mask is None else fitted_mask(box.apply(lesion_mask)),
+        lesion_mask=None if lesion_mask is None else labels_to_tensor(lesion_mask.astype(np.uint8), box, index, fit),
         midline_col=columns,
         midline_source=midline_source,
         slice_index=index,
