@@ -1,24 +1,30 @@
-"""verify and trace on a small workflow run (a user's DICOM folder, the dicom_dir source kind)."""
+"""verify, trace and privacy on a small workflow run (a user's DICOM folder, the dicom_dir source kind, under a
+folder named after a patient), and verify on the finished tiny run."""
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cfbrain.dicom.pseudonymise import PseudonymKey
 from cfbrain.provenance.audit import to_prov_json, trace, verify
 from conftest import REPO, SAGITTAL, write_series
 
 pytestmark = pytest.mark.workflow
+SOURCE_FOLDER = "export_DOE_JANE_MRN4455"  # clinical exports name folders after patients
+PHI = ("DOE_JANE", "MRN4455", "IST00001", "DOE^JANE", "19400102", "ST ELSEWHERE", "HOUSE^GREGORY", "ACC998877")
 
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("audit")
-    source = workdir / "incoming"
+    source = workdir / SOURCE_FOLDER
     write_series(source / "DOE_JANE" / "SE2", 26, n_rows=24)
     write_series(source / "DOE_JANE" / "SE3", 10, n_rows=24, prefix="SP")
     write_series(source / "DOE_JANE" / "SE4", 8, n_rows=24, prefix="SAG", orientation=SAGITTAL)
@@ -35,6 +41,12 @@ def small_run(tmp_path_factory):
 
 def test_clean_run_verifies(small_run):
     assert verify(small_run / "results", small_run) == []
+
+
+def test_finished_tiny_run_verifies_clean(tiny_run):
+    """The tiny run trains (resume checkpoints): they are kept outside results/, where verify has nothing to say."""
+    assert verify(tiny_run / "results", tiny_run) == []
+    assert list((tiny_run / "resume").rglob("last.pt"))
 
 
 def test_tampering_and_stray_files_are_found(small_run, tmp_path):
@@ -75,3 +87,39 @@ def test_cli_verify_exit_code(small_run):
     cli = [sys.executable, "-m", "cfbrain.cli"]
     ok = subprocess.run([*cli, "provenance", "verify", "--results", "results"], cwd=small_run, capture_output=True, text=True)
     assert ok.returncode == 0 and "0 problem(s)" in ok.stdout
+
+
+def _contents(path: Path) -> bytes:
+    """A file's bytes, decompressed (NIfTI .gz; .npz and .pt files are zip archives)."""
+    if path.suffix == ".gz":
+        return gzip.decompress(path.read_bytes())
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return b"".join(archive.read(name) for name in archive.namelist())
+    return path.read_bytes()
+
+
+def test_no_identifier_of_the_source_folder_or_headers_reaches_results(small_run):
+    files = [p for p in (small_run / "results").rglob("*") if p.is_file()]
+    files += [p for p in (small_run / ".snakemake" / "log").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".png" for p in files) and any(p.parent.name == "index" for p in files)
+    for path in files:
+        blob = _contents(path) + str(path.relative_to(small_run)).encode()
+        leaked = [text for text in PHI if text.encode() in blob]
+        assert not leaked, f"{path.relative_to(small_run)} holds {leaked}"
+
+
+def test_the_source_folder_is_recorded_by_its_keyed_digest(small_run):
+    key = PseudonymKey.load(small_run / "private" / "mine" / "pseudonym.key")
+    record = json.loads((small_run / "results" / "mine" / "provenance" / "index" / "all.json").read_text())
+    reference = key.source_dir(small_run / SOURCE_FOLDER)
+    assert record["params"]["source_dir"] == reference
+    pseudonyms = json.loads((small_run / "private" / "mine" / "pseudonym_map.json").read_text())
+    assert pseudonyms["source_dirs"] == {reference: str(small_run / SOURCE_FOLDER)}
+
+
+def test_private_folders_are_0700_and_files_0600(small_run):
+    private = small_run / "private"
+    assert {p.relative_to(private).as_posix(): p.stat().st_mode & 0o777 for p in [private, *private.rglob("*")]} == {
+        ".": 0o700, "mine": 0o700, "mine/pseudonym.key": 0o600, "mine/source_manifest.tsv": 0o600,
+        "mine/pseudonym_map.json": 0o600}
