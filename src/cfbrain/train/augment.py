@@ -1,9 +1,10 @@
 """Whole-brain left-right flips that carry the side label along (thesis 003 training augmentation).
 
-Samples are dicts with ``image`` and ``label`` (class index in none, left, right, both order).
-For hemisphere inputs (2, S, H, W/2) = [right, left-mirrored], mirroring the whole brain turns the old
-left hemisphere into the new right one and vice versa, each already in the mirrored convention, so the
-flip is a swap of the two hemisphere tensors. Full-brain inputs (S, H, W) are mirrored along W.
+Samples are dicts with ``image``, ``label`` (class index in none, left, right, both order) and optionally
+``saliency`` (a map laid out like the image, flipped with it). For hemisphere inputs (2, S, H, W/2) =
+[right, left-mirrored], mirroring the whole brain turns the old left hemisphere into the new right one
+and vice versa, each already in the mirrored convention, so the flip is a swap of the two hemisphere
+tensors. Full-brain inputs (S, H, W) are mirrored along W.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import torch
 SIDE_SWAP = (0, 2, 1, 3)
 """Four-class label after a left-right flip: none and both stay, left and right trade places."""
 LAYOUTS = ("hemispheres", "full")
+FLIPPED = ("image", "saliency")
+"""Sample keys mirrored together: a saliency map follows its image."""
 
 
 def flip_label(label: Any) -> Any:
@@ -36,7 +39,7 @@ def flip_image(image: torch.Tensor, layout: str) -> torch.Tensor:
 
 
 class RandomBrainFlip:
-    """With probability ``p`` mirror the brain left-right and swap the side label.
+    """With probability ``p`` mirror the brain (image and saliency map) left-right and swap the side label.
 
     Use through ``SeededTransformDataset`` so the generator, and so every flip, is reproducible.
     """
@@ -49,5 +52,5 @@ class RandomBrainFlip:
     def __call__(self, sample: dict[str, Any], generator: np.random.Generator) -> dict[str, Any]:
         if generator.random() >= self.p:
             return sample
-        return {**sample, "image": flip_image(torch.as_tensor(sample["image"]), self.layout),
-                "label": flip_label(sample["label"])}
+        flipped = {key: flip_image(torch.as_tensor(sample[key]), self.layout) for key in FLIPPED if key in sample}
+        return {**sample, **flipped, "label": flip_label(sample["label"])}

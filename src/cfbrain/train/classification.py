@@ -2,7 +2,8 @@
 
 Batches are dicts: ``image`` float32 in [0, 1], (B, 2, S, H, W/2) for the hemisphere model or
 (B, S, H, W) for the full-brain peers; ``label`` (B,) int64 in ``FOUR_CLASSES`` order
-(none, left, right, both). Hemisphere targets follow the model's [right, left] input order.
+(none, left, right, both); for ACAT and its peers (``cfbrain.models.saliency_peers``) also ``saliency``,
+laid out like ``image``. Hemisphere targets follow the model's [right, left] input order.
 """
 from __future__ import annotations
 
@@ -94,6 +95,13 @@ def _to_device(weights: torch.Tensor | None, reference: torch.Tensor) -> torch.T
     return None if weights is None else weights.to(reference.device, reference.dtype)
 
 
+def model_outputs(model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+    """A hemisphere model's float32 output dict: ``model(image, saliency)`` when the batch carries a
+    saliency map (ACAT and its peers), else ``model(image)``."""
+    outputs = model(batch["image"], batch["saliency"]) if "saliency" in batch else model(batch["image"])
+    return {k: v.float() for k, v in outputs.items()}
+
+
 class HalfBrainLoss:
     """Phase 1: per-hemisphere lesion presence. Metric ``hemisphere_acc``."""
 
@@ -117,9 +125,9 @@ class MultiTaskLoss:
                  side_weights: torch.Tensor | None = None) -> None:
         self.presence_weights, self.side_weights = presence_weights, side_weights
 
-    def __call__(self, model: MultiTaskHemisphereCNN, batch: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
         labels = batch["label"]
-        outputs = {k: v.float() for k, v in model(batch["image"]).items()}
+        outputs = model_outputs(model, batch)
         presence = presence_targets(labels)
         loss = weighted_binary_cross_entropy(outputs["presence"], presence, self.presence_weights)
         positive = presence.bool()
@@ -169,7 +177,7 @@ def mtl_phases(train_labels: Iterable, epochs: tuple[int, int, int], lrs: tuple[
         class_weighted: weight every loss by inverse class frequency (the ACAT training notes).
     """
     weights = ClassWeights.from_labels(train_labels) if class_weighted else None
-    multi_task = MultiTaskLoss(weights.presence if weights else None, weights.side if weights else None)
+    multi_task = _multi_task_loss(weights)
     return [
         Phase("half_brain", HalfBrainLoss(weights.hemisphere if weights else None), epochs[0], lrs[0],
               _half_brain_parameters),
@@ -178,15 +186,27 @@ def mtl_phases(train_labels: Iterable, epochs: tuple[int, int, int], lrs: tuple[
     ]
 
 
+def _multi_task_loss(weights: ClassWeights | None) -> MultiTaskLoss:
+    return MultiTaskLoss(weights.presence if weights else None, weights.side if weights else None)
+
+
+def finetune_phase(train_labels: Iterable, epochs: int, lr: float, class_weighted: bool = True) -> Phase:
+    """The single phase of ACAT and its peers (thesis 003 section 5.6.2): every parameter, from the
+    baseline's weights, on the class-weighted multi-task loss of the baseline's phases 2-3."""
+    weights = ClassWeights.from_labels(train_labels) if class_weighted else None
+    return Phase("finetune", _multi_task_loss(weights), epochs, lr)
+
+
 def peer_phase(train_labels: Iterable, epochs: int, lr: float, class_weighted: bool = True) -> Phase:
     """The single training phase of a full-brain peer (all parameters, four-class CE)."""
     weights = ClassWeights.from_labels(train_labels).four_class if class_weighted else None
     return Phase("full_brain", FourClassLoss(weights), epochs, lr)
 
 
-def mtl_outputs(model: MultiTaskHemisphereCNN, batch: dict) -> dict[str, torch.Tensor]:
-    """Per-scan ``label``, ``pred`` (four-class), ``presence_prob`` (B,) and ``side_prob`` (B, 3)."""
-    outputs = {k: v.float() for k, v in model(batch["image"]).items()}
+def mtl_outputs(model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+    """Per-scan ``label``, ``pred`` (four-class), ``presence_prob`` (B,) and ``side_prob`` (B, 3) of a
+    hemisphere model (the baseline, or ACAT and its peers when the batch carries ``saliency``)."""
+    outputs = model_outputs(model, batch)
     return {"label": batch["label"], "pred": predict_four_class(outputs),
             "presence_prob": torch.sigmoid(outputs["presence"]), "side_prob": outputs["side"].softmax(-1)}
 

@@ -2,7 +2,9 @@
 
 Tensors come from the preprocessing stage (``preproc/{scan}/tensor.npz``, [0, 1]); labels are the
 pseudonymised labels table (patient, study, lesion, side, ...). Four classes in ``FOUR_CLASSES``
-order: none, left, right, both.
+order: none, left, right, both. ACAT and its peers (chapter 5) also read each scan's saliency map
+(``saliency/{method}/seed{k}/{scan}.npz``, array ``saliency``: (S, H, W), slice for slice aligned with the
+tensor's image), split into hemispheres at the image's midline like the image.
 """
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ from torch.utils.data import Dataset
 from cfbrain.metrics.classification import (FOUR_CLASSES, classification_summary, confusion_frame,
                                             format_markdown, infarct_size_stratum, seeds_markdown_table,
                                             stratified_accuracy)
-from cfbrain.models import MultiTaskHemisphereCNN, build_peer
-from cfbrain.preprocess.ct import load_tensor
+from cfbrain.models import SALIENCY_MODELS, MultiTaskHemisphereCNN, build_peer, build_saliency_model
+from cfbrain.preprocess.ct import CTTensor, load_tensor
+from cfbrain.preprocess.hemispheres import split_hemispheres
 from cfbrain.settings import from_mapping
 from cfbrain.train.augment import RandomBrainFlip
-from cfbrain.train.checkpoint import load_weights
-from cfbrain.train.classification import PHASE_LRS, mtl_outputs, mtl_phases, peer_outputs, peer_phase
+from cfbrain.train.checkpoint import load, load_weights
+from cfbrain.train.classification import (PHASE_LRS, finetune_phase, mtl_outputs, mtl_phases, peer_outputs,
+                                          peer_phase)
 from cfbrain.train.config import Phase, TrainConfig
 from cfbrain.train.data import SeededTransformDataset
 from cfbrain.train.inference import predict
@@ -33,6 +37,7 @@ from cfbrain.train.runtime import seed_everything
 log = logging.getLogger(__name__)
 HEMISPHERE_MODELS = ("mtl",)
 TENSOR = "tensor.npz"
+SALIENCY_KEY = "saliency"
 
 
 def four_class_labels(labels: pd.DataFrame) -> pd.DataFrame:
@@ -56,30 +61,66 @@ def scan_table(split: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     return merged.assign(label=merged.label.astype(int))
 
 
-class ScanTensors(Dataset):
-    """Preprocessed scans as training samples: {"image": float32 tensor, "label": int64 scalar}.
+def load_saliency_map(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """The (S, H, W) saliency map of one scan as float32; raises unless it has its tensor's ``shape``."""
+    with np.load(path, allow_pickle=False) as archive:
+        saliency = archive[SALIENCY_KEY].astype(np.float32)
+    if saliency.shape != tuple(shape):
+        raise ValueError(f"{path}: saliency map {saliency.shape} does not match its tensor's image {tuple(shape)}")
+    return saliency
 
-    ``layout`` "hemispheres" gives (2, S, H, W/2) [right, left-mirrored] for the MTL CNN,
-    "full" gives (S, H, W) for the full-brain peers.
+
+class ScanTensors(Dataset):
+    """Preprocessed scans as training samples: {"image": float32 tensor, "label": int64 scalar}, plus
+    ``saliency`` (float32, laid out like ``image``) when ``saliency_files`` are given.
+
+    ``layout`` "hemispheres" gives (2, S, H, W/2) [right, left-mirrored] for the MTL CNN and ACAT,
+    "full" gives (S, H, W) for the full-brain peers. A saliency map is split at its image's midline.
     """
 
-    def __init__(self, tensor_files: list[Path], labels: list[int], layout: str):
-        if len(tensor_files) != len(labels):
-            raise ValueError("one label per tensor file")
+    def __init__(self, tensor_files: list[Path], labels: list[int], layout: str,
+                 saliency_files: list[Path] | None = None):
+        if len(tensor_files) != len(labels) or (saliency_files is not None and len(saliency_files) != len(labels)):
+            raise ValueError("one label (and saliency map) per tensor file")
         self.files, self.labels, self.layout = list(tensor_files), list(labels), layout
+        self.saliency_files = None if saliency_files is None else list(saliency_files)
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         tensor = load_tensor(self.files[index])
-        image = tensor.hemispheres() if self.layout == "hemispheres" else tensor.image
-        return {"image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
-                "label": torch.tensor(self.labels[index], dtype=torch.int64)}
+        sample = {"image": self._arrange(tensor.image, tensor),
+                  "label": torch.tensor(self.labels[index], dtype=torch.int64)}
+        if self.saliency_files is not None:
+            saliency = load_saliency_map(self.saliency_files[index], tensor.image.shape)
+            sample["saliency"] = self._arrange(saliency, tensor)
+        return sample
+
+    def _arrange(self, volume: np.ndarray, tensor: CTTensor) -> torch.Tensor:
+        """(S, H, W) -> float32 in ``layout``, split at ``tensor``'s midline for hemispheres."""
+        if self.layout == "hemispheres":
+            volume = split_hemispheres(volume, tensor.midline_col)
+        return torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
 
 
 @dataclass(frozen=True)
-class ClassifierSettings:
+class LoopSettings:
+    """What every classifier run passes to the training loop (thesis: Adam with weight decay 5e-5, cosine
+    annealing to 1e-7)."""
+
+    batch_size: int = 8
+    weight_decay: float = 5e-5
+    min_lr: float = 1e-7
+    checkpoint_every: int = 50
+
+    def train_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(batch_size=self.batch_size, weight_decay=self.weight_decay, min_lr=self.min_lr,
+                           checkpoint_every=self.checkpoint_every, seed=seed)
+
+
+@dataclass(frozen=True)
+class ClassifierSettings(LoopSettings):
     """Training settings of the classification config section (thesis: 200 epochs in all).
 
     ``mtl_lrs`` are the initial learning rates of the three MTL phases (half-brain, heads, fine-tune);
@@ -91,28 +132,52 @@ class ClassifierSettings:
     mtl_lrs: tuple[float, float, float] = PHASE_LRS
     peer_epochs: int = 200
     peer_lr: float = 1e-4
-    batch_size: int = 8
-    weight_decay: float = 5e-5
-    min_lr: float = 1e-7
-    checkpoint_every: int = 50
 
     @classmethod
     def from_mapping(cls, values: dict) -> "ClassifierSettings":
         return from_mapping(cls, values, "classification training")
 
 
-def build_model(name: str, image_hw: tuple[int, int]) -> torch.nn.Module:
-    """Model ``name`` for tensors of slice size ``image_hw`` (H, W); the ViT peer is built for that size."""
-    return MultiTaskHemisphereCNN() if name in HEMISPHERE_MODELS else build_peer(name, image_hw)
+def build_model(name: str, shape: tuple[int, int, int]) -> torch.nn.Module:
+    """Model ``name`` for tensors of ``shape`` (S, H, W): the ViT peer is built for (H, W), ACAT and the
+    slice-attention peers for S slices (randomly initialised: load weights afterwards)."""
+    if name in HEMISPHERE_MODELS:
+        return MultiTaskHemisphereCNN()
+    if name in SALIENCY_MODELS:
+        return build_saliency_model(name, shape[0])
+    return build_peer(name, tuple(shape[1:]))
 
 
-def tensor_hw(scans: pd.DataFrame, tensor_dir: dict[str, Path]) -> tuple[int, int]:
-    """Slice size (H, W) of the first training scan's tensor: the size the models are built for."""
+def _layout(name: str) -> str:
+    """``hemispheres`` for the hemisphere CNN, ACAT and its peers, ``full`` for the full-brain peers."""
+    return "hemispheres" if name in HEMISPHERE_MODELS or name in SALIENCY_MODELS else "full"
+
+
+def tensor_shape(scans: pd.DataFrame, tensor_dir: dict[str, Path]) -> tuple[int, int, int]:
+    """(S, H, W) of the first training scan's tensor: the size the models are built for."""
     train = scans[scans.split == "train"]
     if train.empty:
         raise ValueError("the training split is empty")
-    height, width = load_tensor(Path(tensor_dir[train.scan.iloc[0]]) / TENSOR).image.shape[-2:]
-    return int(height), int(width)
+    n_slices, height, width = load_tensor(Path(tensor_dir[train.scan.iloc[0]]) / TENSOR).image.shape
+    return int(n_slices), int(height), int(width)
+
+
+def training_subset(train: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """A ``fraction`` of the training rows (Table 5.5's limited data), stratified by ``label``.
+
+    Within each class the rows are put in a random order drawn from ``seed``; all rows are then ranked by
+    their quantile in that order, so the first round(fraction * n) rows (at least one) hold every class
+    in proportion, and a smaller fraction's subset lies inside a larger one's. Rows keep their order.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"the training fraction must be in (0, 1], got {fraction}")
+    rng = np.random.default_rng(seed)
+    quantile = np.empty(len(train))
+    for rows in train.groupby("label", sort=True).indices.values():
+        quantile[rng.permutation(rows)] = (np.arange(len(rows)) + 0.5) / len(rows)
+    order = np.lexsort((rng.random(len(train)), quantile))
+    keep = np.sort(order[:max(1, round(fraction * len(train)))])
+    return train.iloc[keep]
 
 
 def training_phases(name: str, train_labels: list[int], settings: ClassifierSettings) -> list[Phase]:
@@ -122,40 +187,91 @@ def training_phases(name: str, train_labels: list[int], settings: ClassifierSett
     return [peer_phase(train_labels, settings.peer_epochs, settings.peer_lr)]
 
 
-def _dataset(table: pd.DataFrame, tensor_dir: dict[str, Path], layout: str) -> ScanTensors:
-    return ScanTensors([Path(tensor_dir[s]) / TENSOR for s in table.scan], table.label.tolist(), layout)
+@dataclass(frozen=True)
+class SaliencyClassifierSettings(LoopSettings):
+    """Training settings of ACAT and its peers (thesis 003 section 5.6.2: fine-tuned from the baseline for
+    100 epochs at lr 1e-5, class-weighted loss)."""
+
+    epochs: int = 100
+    lr: float = 1e-5
+
+    @classmethod
+    def from_mapping(cls, values: dict) -> "SaliencyClassifierSettings":
+        return from_mapping(cls, values, "saliency-model training")
+
+
+def _dataset(table: pd.DataFrame, tensor_dir: dict[str, Path], layout: str,
+             saliency_file: dict[str, Path] | None = None) -> ScanTensors:
+    return ScanTensors([Path(tensor_dir[s]) / TENSOR for s in table.scan], table.label.tolist(), layout,
+                       None if saliency_file is None else [Path(saliency_file[s]) for s in table.scan])
+
+
+def _fit_classifier(model: torch.nn.Module, phases: list[Phase], name: str, train: pd.DataFrame, val: pd.DataFrame,
+                    tensor_dir: dict[str, Path], saliency_file: dict[str, Path] | None, config: TrainConfig,
+                    out_dir: Path, checkpoint_dir: Path) -> Path:
+    """``fit`` on flip-augmented training scans (saliency maps flipped with their images), validating on val."""
+    layout = _layout(name)
+    augmented = SeededTransformDataset(_dataset(train, tensor_dir, layout, saliency_file),
+                                       RandomBrainFlip(layout=layout), config.seed)
+    fit(model, phases, augmented, _dataset(val, tensor_dir, layout, saliency_file) if len(val) else None, config,
+        out_dir, checkpoint_dir=checkpoint_dir)
+    return Path(out_dir) / "final.pt"
+
+
+def _train_val(scans: pd.DataFrame, train_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training rows (all for ``train_fraction`` 1) and the validation rows of ``scans``."""
+    return training_subset(scans[scans.split == "train"], train_fraction, seed), scans[scans.split == "val"]
 
 
 def train_classifier(name: str, scans: pd.DataFrame, tensor_dir: dict[str, Path], settings: ClassifierSettings,
-                     seed: int, out_dir: Path, checkpoint_dir: Path) -> Path:
-    """Train model ``name`` on the train split of ``scans`` (see :func:`scan_table`), validating on val.
+                     seed: int, out_dir: Path, checkpoint_dir: Path, train_fraction: float = 1.0) -> Path:
+    """Train model ``name`` on the train split of ``scans`` (see :func:`scan_table`), or on a stratified
+    ``train_fraction`` of it (:func:`training_subset`), validating on val.
 
     Writes ``out_dir/final.pt``, ``train_log.tsv`` and ``training_curves.png``; resumes from
     ``checkpoint_dir/last.pt`` after a kill. Returns the path of the final weights.
     """
-    layout = "hemispheres" if name in HEMISPHERE_MODELS else "full"
-    train, val = scans[scans.split == "train"], scans[scans.split == "val"]
-    image_hw = tensor_hw(scans, tensor_dir)
+    train, val = _train_val(scans, train_fraction, seed)
+    shape = tensor_shape(scans, tensor_dir)
     seed_everything(seed)
-    model = build_model(name, image_hw)
-    phases = training_phases(name, train.label.tolist(), settings)
-    config = TrainConfig(batch_size=settings.batch_size, weight_decay=settings.weight_decay,
-                         min_lr=settings.min_lr, checkpoint_every=settings.checkpoint_every, seed=seed)
-    augmented = SeededTransformDataset(_dataset(train, tensor_dir, layout), RandomBrainFlip(layout=layout), seed)
-    fit(model, phases, augmented, _dataset(val, tensor_dir, layout) if len(val) else None, config, out_dir,
-        checkpoint_dir=checkpoint_dir)
-    return Path(out_dir) / "final.pt"
+    model = build_model(name, shape)
+    return _fit_classifier(model, training_phases(name, train.label.tolist(), settings), name, train, val,
+                           tensor_dir, None, settings.train_config(seed), out_dir, checkpoint_dir)
 
 
-def predict_classifier(name: str, weights: Path, scans: pd.DataFrame, tensor_dir: dict[str, Path]) -> pd.DataFrame:
-    """Test-split predictions: scan, label, pred and the class probabilities."""
+def train_saliency_classifier(name: str, scans: pd.DataFrame, tensor_dir: dict[str, Path],
+                              saliency_file: dict[str, Path], settings: SaliencyClassifierSettings, seed: int,
+                              out_dir: Path, checkpoint_dir: Path, baseline_weights: Path | None,
+                              train_fraction: float = 1.0) -> Path:
+    """Train ACAT or a peer (``SALIENCY_MODELS``) like :func:`train_classifier`, each scan with its saliency
+    map (``saliency_file``: scan -> ``.npz``), in one ``finetune`` phase over every parameter.
+
+    ``baseline_weights``: the trained hemisphere CNN's ``final.pt``, whose trunk and heads the model starts
+    from (thesis); None trains from scratch (Table 5.6 compares the baseline with ACAT trained so).
+    Writes and returns like :func:`train_classifier`.
+    """
+    train, val = _train_val(scans, train_fraction, seed)
+    shape = tensor_shape(scans, tensor_dir)
+    seed_everything(seed)
+    baseline = None if baseline_weights is None else load(baseline_weights)["model"]
+    model = build_saliency_model(name, shape[0], baseline)
+    phases = [finetune_phase(train.label.tolist(), settings.epochs, settings.lr)]
+    return _fit_classifier(model, phases, name, train, val, tensor_dir, saliency_file, settings.train_config(seed),
+                           out_dir, checkpoint_dir)
+
+
+def predict_classifier(name: str, weights: Path, scans: pd.DataFrame, tensor_dir: dict[str, Path],
+                       saliency_file: dict[str, Path] | None = None) -> pd.DataFrame:
+    """Test-split predictions: scan, label, pred and the class probabilities; ACAT and its peers read
+    each scan's saliency map from ``saliency_file`` (scan -> ``.npz``)."""
     test = scans[scans.split == "test"]
     if test.empty:
         raise ValueError("the test split is empty: more patients or other split fractions are needed")
-    model = load_weights(build_model(name, tensor_hw(scans, tensor_dir)), weights)
-    layout = "hemispheres" if name in HEMISPHERE_MODELS else "full"
-    outputs = predict(model, _dataset(test, tensor_dir, layout), mtl_outputs if name in HEMISPHERE_MODELS
-                      else peer_outputs)
+    if (name in SALIENCY_MODELS) != (saliency_file is not None):
+        raise ValueError(f"model {name!r}: saliency maps are needed by, and only by, {SALIENCY_MODELS}")
+    model = load_weights(build_model(name, tensor_shape(scans, tensor_dir)), weights)
+    outputs = predict(model, _dataset(test, tensor_dir, _layout(name), saliency_file),
+                      peer_outputs if _layout(name) == "full" else mtl_outputs)
     table = test.reset_index(drop=True).assign(pred=outputs["pred"].astype(int))
     for key, value in outputs.items():
         if key in ("label", "pred"):
