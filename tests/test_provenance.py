@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import shutil
 from types import SimpleNamespace
 
@@ -116,3 +117,17 @@ def test_private_params_are_recorded_by_reference_only(tmp_path):
         job.private_params["source_dir"] = "D0123456789"
     text = record_path(tmp_path / "results", "index", {"dataset": "d"}).read_text()
     assert "MRN4455" not in text and '"source_dir": "D0123456789"' in text
+
+
+def test_every_resuming_rule_keeps_its_resume_state_outside_results():
+    """Rules whose script resumes (``Job.resume_dir``), CT and MRI alike, take the folder from ``resume_state``
+    (config key ``resume``), so verify never meets a checkpoint (the job also refuses one inside results/)."""
+    from conftest import REPO
+    from test_profiles import rule_blocks
+
+    scripts = REPO / "workflow" / "scripts"
+    resuming = {name for name, text in rule_blocks().items()
+                if (script := re.search(r'script:\s*"\.\./scripts/(\w+\.py)"', text))
+                and "resume_dir" in (scripts / script.group(1)).read_text()}
+    assert {"train_classifier", "train_ddpm", "train_segmenter", "train_feature_ae"} <= resuming
+    assert {name for name in resuming if "checkpoints=resume_state(" not in rule_blocks()[name]} == set()
