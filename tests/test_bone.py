@@ -74,6 +74,15 @@ def test_noise_separates_soft_from_bone_kernels_at_the_default_threshold():
     assert bone[-1] > 100  # the sharpest series still has brain tissue to measure
 
 
+def test_anatomy_is_not_counted_as_noise():
+    """Grey (40 HU) and white (25 HU) matter in 8-voxel blocks: only the 3 HU noise is measured."""
+    head = _head(3)
+    blocks = (np.indices(head.shape[:2]) // 8).sum(axis=0) % 2 == 0
+    head[(head > 0) & (head < 100) & blocks[:, :, None]] += 5
+    head[(head > 0) & (head < 100) & ~blocks[:, :, None]] -= 10
+    assert brain_tissue_noise_hu(head) < 4
+
+
 def test_noise_verdict_excludes_above_the_threshold_with_the_value():
     assert noise_verdict(25.04, 12.0) == ("bone_noise", "brain-tissue noise 25.0 HU > 12 HU (bone-kernel-like)")
     assert noise_verdict(3.0, 12.0) == ("", "brain-tissue noise 3.0 HU")

@@ -108,9 +108,9 @@ def bone_description_word(description: str, words: tuple[str, ...]) -> str:
 
 def brain_tissue_noise_hu(volume_hu: np.ndarray) -> float | None:
     """High-frequency noise in brain tissue, HU: the robust (MAD) standard deviation of the
-    difference between the volume and its 3 x 3 in-plane median, over brain tissue (voxels whose
-    in-plane smoothed value lies in :data:`BRAIN_TISSUE_HU`, eroded in-plane by two voxels so that
-    no tissue boundary, skull, CSF or scalp, counts as noise).
+    difference between the volume and its 3 x 3 in-plane median (which keeps tissue edges, so
+    anatomy is not counted), over brain tissue: voxels whose in-plane smoothed value lies in
+    :data:`BRAIN_TISSUE_HU`.
 
     ``volume_hu``: (X, Y, slices[, ...]) in HU, slices along the third axis. None when fewer than
     :data:`MIN_NOISE_VOXELS` voxels qualify (nothing to measure).
@@ -119,7 +119,6 @@ def brain_tissue_noise_hu(volume_hu: np.ndarray) -> float | None:
     volume = volume.reshape(volume.shape[0], volume.shape[1], -1)
     smooth = ndimage.gaussian_filter(volume, (TISSUE_SMOOTHING_PX, TISSUE_SMOOTHING_PX, 0))
     tissue = (smooth >= BRAIN_TISSUE_HU[0]) & (smooth <= BRAIN_TISSUE_HU[1])
-    tissue = ndimage.binary_erosion(tissue, structure=np.ones((3, 3, 1), dtype=bool), iterations=2)
     if tissue.sum() < MIN_NOISE_VOXELS:
         return None
     residual = volume - ndimage.median_filter(volume, size=(3, 3, 1))
