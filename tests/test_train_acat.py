@@ -15,6 +15,7 @@ from cfbrain.models.saliency_peers import SalClassNet
 from cfbrain.preprocess.ct import CTTensor, save_tensor
 from cfbrain.preprocess.geometry import CropBox
 from cfbrain.preprocess.hemispheres import split_hemispheres
+from cfbrain.saliency.maps import Saliency, write_saliency
 from cfbrain.train import SeededTransformDataset, TrainConfig, fit, predict
 from cfbrain.train.augment import RandomBrainFlip
 from cfbrain.train.checkpoint import atomic_save
@@ -40,17 +41,16 @@ def tensor_file(path: Path, seed: int, midline: float = 60.5) -> Path:
 
 
 def saliency_file(path: Path, saliency: np.ndarray) -> Path:
-    """``saliency/{method}/seed{k}/{scan}.npz`` as the saliency stage writes it: (S, H, W) float16."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, saliency=saliency.astype(np.float16))
-    return path
+    """``saliency/{method}/seed{k}/{scan}.npz`` written by the saliency stage's own writer."""
+    return write_saliency(path, Saliency("counterfactual", saliency.astype(np.float16), 0.5))
 
 
 def test_saliency_is_split_at_the_image_midline(tmp_path):
     """The map is read slice for slice and split into hemispheres exactly like its image."""
     tensor = tensor_file(tmp_path / "a" / "tensor.npz", 0)
     image = np.load(tensor)["image"]
-    ramp = np.broadcast_to(np.arange(SHAPE[2], dtype=np.float32) / SHAPE[2], SHAPE) + np.arange(SHAPE[0])[:, None, None]
+    columns = np.arange(SHAPE[2], dtype=np.float32) / SHAPE[2]
+    ramp = (np.broadcast_to(columns, SHAPE) + np.arange(SHAPE[0])[:, None, None]) / SHAPE[0]  # in [0, 1)
     sample = ScanTensors([tensor], [1], "hemispheres", [saliency_file(tmp_path / "a.npz", ramp)])[0]
     expected = split_hemispheres(ramp.astype(np.float16).astype(np.float32), np.full(SHAPE[0], 60.5))
     assert sample["saliency"].shape == sample["image"].shape == (2, SHAPE[0], 64, 64)

@@ -62,7 +62,9 @@ def scan_table(split: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_saliency_map(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """The (S, H, W) saliency map of one scan as float32; raises unless it has its tensor's ``shape``."""
+    """The (S, H, W) saliency map of one scan (written by ``cfbrain.saliency.maps.write_saliency``; read here
+    without importing the saliency methods, which would enter every classifier's code fingerprint) as
+    float32; raises unless it has its tensor's ``shape``."""
     with np.load(path, allow_pickle=False) as archive:
         saliency = archive[SALIENCY_KEY].astype(np.float32)
     if saliency.shape != tuple(shape):
