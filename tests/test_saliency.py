@@ -21,8 +21,8 @@ from cfbrain.preprocess.volume import load_ct
 from cfbrain.register.flirt_matrix import write_template_to_ct
 from cfbrain.saliency import (METHODS, TERRITORY_LABELS, LesionClassifier, SaliencySettings, compute_saliency,
                               hit_score, hit_score_table, is_hit, join_hemispheres, read_saliency, read_territory_map,
-                              scan_hits, split_hemispheres, territory_map, true_labels, write_saliency,
-                              write_synthetic_territory_atlas, write_territory_map)
+                              scan_hits, scan_territory_map, split_hemispheres, territory_map, true_labels, write_saliency,
+                              write_synthetic_territory_atlas)
 from cfbrain.saliency.figures import probability_trace_figure, saliency_figure
 from cfbrain.saliency.methods import (LESION, NO_LESION, counterfactual_saliency, grad_cam, latent_counterfactual,
                                       latent_shift, mean_of_normalised, normalise, vanilla_gradient)
@@ -360,7 +360,13 @@ def test_territory_atlas_is_carried_into_the_tensor_grid(tmp_path):
     np.testing.assert_array_equal(labels, expected)
     left, right = TERRITORY_LABELS["MCA", "left"], TERRITORY_LABELS["MCA", "right"]
     assert (labels[0][:, 8:] == left).sum() > 0 and not (labels[0][:, 8:] == right).any()
-    path = write_territory_map(tmp_path / "territories" / "scan.npz", labels)
+    registration = tmp_path / "registration"
+    registration.mkdir()
+    matrix.rename(registration / "template_to_ct.mat")
+    (registration / "template.txt").write_text(f"{template}\n")
+    tensor_npz = tmp_path / "tensor.npz"
+    save_tensor(tensor_npz, tensor)
+    path = scan_territory_map(atlas_path, registration, ct_path, tensor_npz, tmp_path / "territories" / "scan.npz")
     np.testing.assert_array_equal(read_territory_map(path), labels)
 
 

@@ -10,12 +10,12 @@ from cfbrain.saliency.maps import (Saliency, compute_saliency, load_autoencoder,
                                    write_saliency)
 from cfbrain.saliency.methods import METHODS, SaliencySettings
 from cfbrain.saliency.territories import (TERRITORY_LABELS, hit_score, hit_score_table, is_hit, read_territory_map,
-                                          scan_hits, territory_map, true_labels, write_synthetic_territory_atlas,
+                                          scan_hits, scan_territory_map, territory_map, true_labels, write_synthetic_territory_atlas,
                                           write_territory_map)
 
 __all__ = [
     "LesionClassifier", "METHODS", "Saliency", "SaliencySettings", "TERRITORY_LABELS", "compute_saliency",
     "hit_score", "hit_score_table", "is_hit", "join_hemispheres", "load_autoencoder", "load_classifier",
-    "read_saliency", "read_territory_map", "scan_hits", "split_hemispheres", "territory_map", "true_labels",
+    "read_saliency", "read_territory_map", "scan_hits", "scan_territory_map", "split_hemispheres", "territory_map", "true_labels",
     "write_saliency", "write_synthetic_territory_atlas", "write_territory_map",
 ]

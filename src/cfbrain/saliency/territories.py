@@ -26,10 +26,11 @@ import numpy as np
 import pandas as pd
 
 from cfbrain.metrics.classification import seeds_markdown_table
-from cfbrain.preprocess.ct import CTTensor
+from cfbrain.preprocess.ct import CTTensor, load_tensor
 from cfbrain.preprocess.npz import read_npz, write_npz
 from cfbrain.preprocess.volume import Volume, resample_to_grid, voxel_sizes
 from cfbrain.register.flirt_matrix import read_template_to_ct
+from cfbrain.register.stage import MATRIX, TEMPLATE_USED
 
 TERRITORY_LABELS: dict[tuple[str, str], int] = {
     ("MCA", "left"): 1, ("MCA", "right"): 2,
@@ -72,6 +73,15 @@ def territory_map(atlas: Path, matrix: Path, template: Path, ct: Path, tensor: C
                   voxel_mm=voxel_sizes(tensor.source_affine))
     on_ct = resample_to_grid(in_ct_world, grid, order=0).astype(np.uint8)
     return tensor.labels_from_source(on_ct)
+
+
+def scan_territory_map(atlas: Path, registration_dir: Path, ct: Path, tensor_npz: Path, out_npz: Path) -> Path:
+    """The ``territory_map`` rule: ``atlas`` into the grid of ``preproc/{scan}/tensor.npz`` through
+    ``registration/{scan}/`` (its matrix and the template it names), written as ``out_npz``."""
+    registration_dir = Path(registration_dir)
+    template = Path((registration_dir / TEMPLATE_USED).read_text().strip())
+    labels = territory_map(atlas, registration_dir / MATRIX, template, ct, load_tensor(tensor_npz))
+    return write_territory_map(out_npz, labels)
 
 
 def write_territory_map(path: Path, labels: np.ndarray) -> Path:
