@@ -20,10 +20,24 @@ SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 
 
+def head_hu(n_rows: int, n_frames: int, noise_hu: float, seed: int) -> np.ndarray:
+    """(n_frames, n_rows, n_rows) HU of a head phantom: 35 HU brain inside a 1000 HU skull ring in air, plus
+    white noise of ``noise_hu`` HU (soft-tissue kernels leave a few HU; bone kernels 15-30 HU or more)."""
+    radius = np.hypot(*np.mgrid[:n_rows, :n_rows] - (n_rows - 1) / 2) / (n_rows / 2)
+    head = np.select([radius < 0.75, radius < 0.9], [35.0, 1000.0], -1000.0)
+    return head + np.random.default_rng(seed).normal(0, noise_hu, (n_frames, n_rows, n_rows))
+
+
+def stored(hu: np.ndarray) -> bytes:
+    """HU -> the int16 pixel data of the hand-made files (RescaleIntercept -1024, slope 1)."""
+    return (np.round(hu) + 1024).astype(np.int16).tobytes()
+
+
 def ct_slice(*, patient_id="IST00001", name="DOE^JANE", study_uid, series_uid, index, n_rows=16,
              orientation=AXIAL, image_type=("ORIGINAL", "PRIMARY", "AXIAL"), kernel="H30s",
-             slice_gap=5.0) -> Dataset:
-    """A tiny but valid CT Image Storage instance with identifying tags (for de-identification tests)."""
+             slice_gap=5.0, noise_hu=3.0) -> Dataset:
+    """A tiny but valid CT Image Storage instance with identifying tags (for de-identification tests);
+    its pixels are a head phantom with ``noise_hu`` of noise (:func:`head_hu`)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     sop_uid = generate_uid(entropy_srcs=[series_uid, str(index)])
@@ -49,8 +63,7 @@ def ct_slice(*, patient_id="IST00001", name="DOE^JANE", study_uid, series_uid, i
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-    rng = np.random.default_rng(index)
-    ds.PixelData = (rng.integers(0, 80, (n_rows, n_rows)) + 1024).astype(np.int16).tobytes()
+    ds.PixelData = stored(head_hu(n_rows, 1, noise_hu, seed=index))
     ds.add_new(0x00190010, "LO", "ACME PRIVATE")
     ds.add_new(0x00191001, "LO", name)
     return ds
@@ -108,7 +121,7 @@ def enhanced_ct(path: Path, n_frames: int = 26, n_rows: int = 16) -> Path:
         item.PlanePositionSequence, item.FrameContentSequence = [position], [content]
         frames.append(item)
     ds.PerFrameFunctionalGroupsSequence = frames
-    ds.PixelData = (np.random.default_rng(0).integers(0, 80, (n_frames, n_rows, n_rows)) + 1024).astype(np.int16).tobytes()
+    ds.PixelData = stored(head_hu(n_rows, n_frames, 3.0, seed=0))
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path

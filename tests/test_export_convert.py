@@ -69,22 +69,8 @@ def test_a_file_without_preamble_or_file_meta_is_exported_as_a_standard_file(tmp
     assert not any(text.encode() in written.read_bytes() for text in PHI + (study, series))
 
 
-def _with_head_pixels(paths: list[Path], noise_hu: float) -> list[Path]:
-    """Replace the (uniform 0-80 HU noise) pixels of hand-made slices or frames with a head: 35 HU brain
-    inside a 1000 HU skull ring in air, plus white noise of ``noise_hu`` HU (stored = HU + 1024)."""
-    rng = np.random.default_rng(0)
-    for path in paths:
-        ds = pydicom.dcmread(path)
-        shape = (int(ds.get("NumberOfFrames", 1)), ds.Rows, ds.Columns)
-        radius = np.hypot(*np.mgrid[:ds.Rows, :ds.Columns] - (ds.Rows - 1) / 2) / (ds.Rows / 2)
-        hu = np.select([radius < 0.75, radius < 0.9], [35.0, 1000.0], -1000.0) + rng.normal(0, noise_hu, shape)
-        ds.PixelData = (np.round(hu) + 1024).astype(np.int16).tobytes()
-        ds.save_as(path)
-    return paths
-
-
 def _exported(tmp_path, key, n, noise_hu=3.0, **kwargs):
-    sources = _with_head_pixels(write_series(tmp_path / "src", n, n_rows=64, **kwargs), noise_hu)
+    sources = write_series(tmp_path / "src", n, n_rows=64, noise_hu=noise_hu, **kwargs)
     return export_series(sources, tmp_path / "dicom", key)[0].parent
 
 
@@ -151,8 +137,8 @@ def test_enhanced_multiframe_and_rle_series_are_indexed_exported_and_converted(t
     from cfbrain.dicom.index import index_source
     from conftest import enhanced_ct
     source = tmp_path / "source"
-    _with_head_pixels([enhanced_ct(source / "ROE" / "enhanced.dcm", n_rows=64)], 3.0)
-    for path in _with_head_pixels(write_series(source / "DOE" / "rle", 26, n_rows=64), 3.0):
+    enhanced_ct(source / "ROE" / "enhanced.dcm", n_rows=64)
+    for path in write_series(source / "DOE" / "rle", 26, n_rows=64):
         ds = pydicom.dcmread(path)
         ds.compress(RLELossless)
         ds.save_as(path)
@@ -169,7 +155,7 @@ def _indexed_and_converted(tmp_path, key, noise_hu: float, kernel: str) -> tuple
     """A 30-slice head series whose headers say nothing about bone (no BONE ImageType or description word),
     with ``kernel``: its index row and its conversion status."""
     from cfbrain.dicom.index import index_source
-    sources = _with_head_pixels(write_series(tmp_path / "src", 30, n_rows=64, kernel=kernel), noise_hu)
+    sources = write_series(tmp_path / "src", 30, n_rows=64, kernel=kernel, noise_hu=noise_hu)
     index = index_source(tmp_path / "src", key)
     exported = export_series(sources, tmp_path / "dicom", key)[0].parent
     return index.series.iloc[0], convert_scan("S", exported, tmp_path / "nifti", tmp_path / "status.tsv",

@@ -117,3 +117,4 @@ def test_training_on_nothing_says_so_in_one_line(nothing_kept):
     log = (workdir / "results" / "only-short" / "logs" / "train_classifier" / "mtl_seed0.log").read_text()
     assert "dataset only-short: 0 scans in the training split of seed 0" in log
     assert "Traceback" not in log and "Traceback" not in result.stderr
+

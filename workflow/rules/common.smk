@@ -4,7 +4,8 @@ import re
 from pathlib import Path
 
 import pandas as pd
-from snakemake.exceptions import WorkflowError
+from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
+from snakemake.io import checkpoint_target
 from snakemake.utils import validate
 
 from cfbrain.dicom.index import files_state
@@ -124,15 +125,27 @@ def export_source_state(wildcards):
     return files_state([Path(p) for p in scan_source_files(wildcards.dataset, wildcards.scan)])
 
 
+def checkpoint_table(checkpoint, dataset, name):
+    """The TSV output ``name`` of ``checkpoint`` for ``dataset``, once the checkpoint has run.
+
+    Snakemake 9.27.1 counts a checkpoint's output as created when it existed at DAG build, even while the
+    checkpoint reruns (its output deleted); a DAG update after another checkpoint finishes then reads a missing
+    file. A missing output is therefore reported as an incomplete checkpoint, which makes Snakemake wait for it."""
+    path = getattr(checkpoint.get(dataset=dataset).output, name)
+    if not Path(path).exists():
+        raise IncompleteCheckpointException(checkpoint.rule, checkpoint_target(path))
+    return pd.read_csv(path, sep="\t")
+
+
 def candidate_scans(dataset):
     """Series the index sends to conversion (after the index checkpoint)."""
-    series = pd.read_csv(checkpoints.index.get(dataset=dataset).output.series, sep="\t")
+    series = checkpoint_table(checkpoints.index, dataset, "series")
     return sorted(series.loc[series.verdict == "candidate", "scan"])
 
 
 def kept_scans(dataset):
     """Series kept after ingest (after the ingest_qc checkpoint)."""
-    table = pd.read_csv(checkpoints.ingest_qc.get(dataset=dataset).output.table, sep="\t")
+    table = checkpoint_table(checkpoints.ingest_qc, dataset, "table")
     return sorted(table.loc[(table.unit == "series") & (table.status == "kept"), "id"])
 
 

@@ -57,7 +57,7 @@ checkpoint preprocess_qc:
 
 
 def preprocessed_scans(dataset):
-    table = pd.read_csv(checkpoints.preprocess_qc.get(dataset=dataset).output.table, sep="\t")
+    table = checkpoint_table(checkpoints.preprocess_qc, dataset, "table")
     return sorted(table.loc[table.status == "kept", "scan"])
 
 

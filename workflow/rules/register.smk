@@ -78,5 +78,5 @@ checkpoint registration_qc:
 
 def registered_scans(dataset):
     """Scans whose registration the QC accepted (after the registration_qc checkpoint)."""
-    table = pd.read_csv(checkpoints.registration_qc.get(dataset=dataset).output.table, sep="\t")
+    table = checkpoint_table(checkpoints.registration_qc, dataset, "table")
     return sorted(table.loc[table.verdict == "accept", "scan"])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import cfbrain
+from cfbrain.errors import InsufficientData
 
 TRACKED_LIBRARIES = (
     "numpy", "scipy", "pandas", "pydicom", "nibabel", "dcm2niix", "fslpy", "SimpleITK",
@@ -187,7 +188,8 @@ def snakemake_job(smk: Any) -> Iterator[Job]:
     """Run a Snakemake script body with logging to the rule's log and a provenance record at the end.
 
     Usage in a script: ``with snakemake_job(snakemake) as job: ...``. The record is written
-    only if the body finishes; an exception propagates so that the job fails loudly.
+    only if the body finishes; an exception propagates so that the job fails loudly, except
+    :class:`~cfbrain.errors.InsufficientData` (a data problem), which fails it with one log line.
     ``job.extra`` lands in the record under "extra" (e.g. hashes of private source files);
     ``job.private_params[name] = reference`` records the param ``name`` as ``reference`` (e.g. a raw
     source path as its keyed digest).
@@ -195,7 +197,11 @@ def snakemake_job(smk: Any) -> Iterator[Job]:
     job = Job(_job_logger(smk), smk)
     started = dt.datetime.now(dt.timezone.utc)
     job.log.info("rule %s %s started", smk.rule, dict(smk.wildcards.items()))
-    yield job
+    try:
+        yield job
+    except InsufficientData as problem:
+        job.log.error("%s", problem)
+        raise SystemExit(1) from None
     finished = dt.datetime.now(dt.timezone.utc)
     wildcards = dict(smk.wildcards.items())
     params = {**_named(smk.params), **job.private_params}
