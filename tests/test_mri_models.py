@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from cfbrain.counterfactual.data import SliceDataset, random_flip, select_scans
+from cfbrain.mededit.data import SliceDataset, random_flip, select_scans
 from cfbrain.diffusion.samplers import mededit
 from cfbrain.diffusion.schedule import NoiseSchedule
 from cfbrain.models.diffusion_unet import (DenoisingLoss, DiffusionUNetConfig, conditioning_mask, diffusion_phase,

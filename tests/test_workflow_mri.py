@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from cfbrain.counterfactual.methods import ablation_methods
-from cfbrain.counterfactual.triplets import load_triplets
+from cfbrain.mededit.methods import ablation_methods
+from cfbrain.mededit.triplets import load_triplets
 from cfbrain.preprocess.mri import load_mri_slices
 from conftest import REPO
 

@@ -2,7 +2,7 @@
 # segmenter and FID features trained on the training split -> counterfactuals of the test split per method
 # -> scores -> tables/mededit.md and the Figure 5.1 grid.
 
-from cfbrain.counterfactual.methods import ablation_methods, parse_method
+from cfbrain.mededit.methods import ablation_methods, parse_method
 
 MRI = config.get("mri", {})
 MEDEDIT = config.get("mededit", {})
@@ -219,7 +219,7 @@ rule train_feature_ae:
 
 rule nnunet_dataset:
     """The training split in nnU-Net v2's raw layout, for users who train nnU-Net as the Dice segmenter
-    (cfbrain.counterfactual.nnunet); not part of the default targets."""
+    (cfbrain.mededit.nnunet); not part of the default targets."""
     input:
         slices=res("mri/slices.npz"),
         splits=res("mri/splits.tsv"),

@@ -1,6 +1,6 @@
-from cfbrain.counterfactual.evaluate import figure_grid
-from cfbrain.counterfactual.methods import load_counterfactuals
-from cfbrain.counterfactual.triplets import load_triplets
+from cfbrain.mededit.evaluate import figure_grid
+from cfbrain.mededit.methods import load_counterfactuals
+from cfbrain.mededit.triplets import load_triplets
 from cfbrain.provenance import snakemake_job
 
 with snakemake_job(snakemake) as job:

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import torch
 
-from cfbrain.counterfactual.methods import parse_method, save_counterfactuals
-from cfbrain.counterfactual.pipeline import SamplingSettings, edit
-from cfbrain.counterfactual.triplets import load_triplets
+from cfbrain.mededit.methods import parse_method, save_counterfactuals
+from cfbrain.mededit.pipeline import SamplingSettings, edit
+from cfbrain.mededit.triplets import load_triplets
 from cfbrain.models.diffusion_unet import DiffusionUNetConfig
 from cfbrain.provenance import snakemake_job
 from cfbrain.train import select_device

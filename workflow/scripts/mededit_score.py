@@ -1,10 +1,10 @@
 import pandas as pd
 import torch
 
-from cfbrain.counterfactual.data import select_scans
-from cfbrain.counterfactual.methods import load_counterfactuals
-from cfbrain.counterfactual.pipeline import feature_extractor_name, lesion_segmentation, score, split_scans
-from cfbrain.counterfactual.triplets import load_triplets
+from cfbrain.mededit.data import select_scans
+from cfbrain.mededit.methods import load_counterfactuals
+from cfbrain.mededit.pipeline import feature_extractor_name, lesion_segmentation, score, split_scans
+from cfbrain.mededit.triplets import load_triplets
 from cfbrain.models.features import AutoencoderConfig, feature_extractor
 from cfbrain.preprocess.mri import load_mri_slices
 from cfbrain.provenance import snakemake_job

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cfbrain.counterfactual.pipeline import mededit_report
+from cfbrain.mededit.pipeline import mededit_report
 from cfbrain.provenance import snakemake_job
 from cfbrain.report import markdown_html
 

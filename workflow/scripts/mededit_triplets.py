@@ -1,7 +1,7 @@
 import pandas as pd
 
-from cfbrain.counterfactual.pipeline import experiment_triplets
-from cfbrain.counterfactual.triplets import save_triplets
+from cfbrain.mededit.pipeline import experiment_triplets
+from cfbrain.mededit.triplets import save_triplets
 from cfbrain.preprocess.mri import load_mri_slices
 from cfbrain.provenance import snakemake_job
 from cfbrain.synth.mri import load_truth_slices

@@ -1,4 +1,4 @@
-from cfbrain.counterfactual.pipeline import source_slices
+from cfbrain.mededit.pipeline import source_slices
 from cfbrain.preprocess.mri import save_mri_slices
 from cfbrain.provenance import snakemake_job
 

@@ -1,6 +1,6 @@
 import pandas as pd
 
-from cfbrain.counterfactual.pipeline import slice_splits
+from cfbrain.mededit.pipeline import slice_splits
 from cfbrain.provenance import snakemake_job
 
 with snakemake_job(snakemake) as job:

@@ -1,4 +1,4 @@
-from cfbrain.counterfactual.pipeline import source_spec
+from cfbrain.mededit.pipeline import source_spec
 from cfbrain.provenance import snakemake_job
 from cfbrain.synth.mri import save_truth_slices, truth_slices
 

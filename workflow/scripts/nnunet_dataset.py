@@ -1,8 +1,8 @@
 import pandas as pd
 
-from cfbrain.counterfactual.data import select_scans
-from cfbrain.counterfactual.nnunet import export_training_set
-from cfbrain.counterfactual.pipeline import split_scans
+from cfbrain.mededit.data import select_scans
+from cfbrain.mededit.nnunet import export_training_set
+from cfbrain.mededit.pipeline import split_scans
 from cfbrain.preprocess.mri import load_mri_slices
 from cfbrain.provenance import snakemake_job
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from cfbrain.counterfactual.pipeline import denoiser_variant, train_on_slices, train_settings
+from cfbrain.mededit.pipeline import denoiser_variant, train_on_slices, train_settings
 from cfbrain.models.diffusion_unet import DiffusionUNetConfig, diffusion_phase, diffusion_unet
 from cfbrain.preprocess.mri import load_mri_slices
 from cfbrain.provenance import snakemake_job

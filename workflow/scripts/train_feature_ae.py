@@ -3,7 +3,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from cfbrain.counterfactual.pipeline import train_on_slices, train_settings
+from cfbrain.mededit.pipeline import train_on_slices, train_settings
 from cfbrain.models.features import AutoencoderConfig, SliceAutoencoder, autoencoder_phase
 from cfbrain.preprocess.mri import load_mri_slices
 from cfbrain.provenance import snakemake_job

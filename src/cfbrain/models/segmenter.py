@@ -6,7 +6,7 @@ float32 (B, 1, H, W) in [0, 1] (the slices' on-disk range; counterfactuals come 
 :func:`cfbrain.preprocess.intensity.diffusion_to_unit`). H and W must be divisible by the product of
 ``strides``.
 
-The thesis used nnU-Net; to score with nnU-Net instead, see :mod:`cfbrain.counterfactual.nnunet`
+The thesis used nnU-Net; to score with nnU-Net instead, see :mod:`cfbrain.mededit.nnunet`
 (export the counterfactuals, predict with ``nnUNetv2_predict``, read the masks back).
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 and the figure grid.
 
 Per method (:func:`evaluate_counterfactuals`), with ``S`` the segmentation of the counterfactuals (the
-pipeline's segmenter, or nnU-Net masks read with :func:`cfbrain.counterfactual.nnunet.read_predicted_masks`)
+pipeline's segmenter, or nnU-Net masks read with :func:`cfbrain.mededit.nnunet.read_predicted_masks`)
 and ``P`` the conditioning mask (lesion mask, or its box for ``*_box`` methods):
 
 * ``fid_mean``/``fid_std``: FID of the counterfactuals against the real pathological test slices, the
@@ -12,7 +12,7 @@ and ``P`` the conditioning mask (lesion mask, or its box for ``*_box`` methods):
 * ``dice_x_fid``: (1 - ``dice``) x ``fid_mean``;
 * ``indirect_effect`` (mean over images with an indirect-effect region, ``n_indirect`` of them),
   ``indirect_ceiling`` (the best ``indirect_effect`` possible when only the method's editable region
-  changes, :func:`~cfbrain.counterfactual.methods.editable_region`) and ``fidelity_error`` (mean):
+  changes, :func:`~cfbrain.mededit.methods.editable_region`) and ``fidelity_error`` (mean):
   :mod:`cfbrain.metrics.counterfactual`, against the triplet's true lesion mask (never the box) and the
   prior's brain mask; the indirect-effect scores need counterpart triplets.
 """
@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from cfbrain.counterfactual.methods import (BASE_METHODS, CounterfactualSet, ablation_methods, editable_region,
+from cfbrain.mededit.methods import (BASE_METHODS, CounterfactualSet, ablation_methods, editable_region,
                                            parse_method)
-from cfbrain.counterfactual.triplets import Triplets
+from cfbrain.mededit.triplets import Triplets
 from cfbrain.metrics.classification import format_markdown
 from cfbrain.metrics.counterfactual import fidelity_error, indirect_effect_ceiling, indirect_effect_score
 from cfbrain.metrics.generative import generative_scores

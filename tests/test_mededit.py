@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
-from cfbrain.counterfactual.evaluate import (SUMMARY_COLUMNS, evaluate_counterfactuals, example_indices, figure_grid,
+from cfbrain.mededit.evaluate import (SUMMARY_COLUMNS, evaluate_counterfactuals, example_indices, figure_grid,
                                              mededit_markdown)
-from cfbrain.counterfactual.methods import (MethodSpec, ablation_methods, editable_region, load_counterfactuals,
+from cfbrain.mededit.methods import (MethodSpec, ablation_methods, editable_region, load_counterfactuals,
                                            parse_method, pixel_kernel, run_method, save_counterfactuals)
-from cfbrain.counterfactual.nnunet import (NnUNetSettings, case_ids, export_for_nnunet, export_training_set,
+from cfbrain.mededit.nnunet import (NnUNetSettings, case_ids, export_for_nnunet, export_training_set,
                                           nnunet_segment, predict_command, read_predicted_masks)
-from cfbrain.counterfactual.pipeline import lesion_segmentation
-from cfbrain.counterfactual.triplets import counterpart_triplets, load_triplets, random_triplets, save_triplets
+from cfbrain.mededit.pipeline import lesion_segmentation
+from cfbrain.mededit.triplets import counterpart_triplets, load_triplets, random_triplets, save_triplets
 from cfbrain.diffusion.masks import dilate
 from cfbrain.diffusion.schedule import NoiseSchedule
 from cfbrain.metrics.counterfactual import (fidelity_error, indirect_effect_ceiling, indirect_effect_region,

@@ -26,11 +26,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cfbrain.counterfactual.data import SliceDataset, random_flip, select_scans
-from cfbrain.counterfactual.evaluate import evaluate_counterfactuals, mededit_markdown
-from cfbrain.counterfactual.methods import CounterfactualSet, parse_method, run_method
-from cfbrain.counterfactual.nnunet import NnUNetSettings, nnunet_segment
-from cfbrain.counterfactual.triplets import Triplets, counterpart_triplets, random_triplets
+from cfbrain.mededit.data import SliceDataset, random_flip, select_scans
+from cfbrain.mededit.evaluate import evaluate_counterfactuals, mededit_markdown
+from cfbrain.mededit.methods import CounterfactualSet, parse_method, run_method
+from cfbrain.mededit.nnunet import NnUNetSettings, nnunet_segment
+from cfbrain.mededit.triplets import Triplets, counterpart_triplets, random_triplets
 from cfbrain.metrics.generative import extract_features
 from cfbrain.models.diffusion_unet import DiffusionUNetConfig, load_eps_model
 from cfbrain.models.segmenter import SegmenterConfig, load_segmenter, segment
@@ -201,7 +201,7 @@ def lesion_segmentation(backend: str, device: torch.device, *, weights: str | Pa
                         ) -> Callable[[np.ndarray], np.ndarray]:
     """The Dice segmenter as a function from images (N, H, W) in [0, 1] to masks uint8 (N, H, W): the trained
     MONAI UNet (``weights``, ``network`` = SegmenterConfig fields) or a trained nnU-Net v2 (``nnunet`` =
-    :class:`~cfbrain.counterfactual.nnunet.NnUNetSettings` fields)."""
+    :class:`~cfbrain.mededit.nnunet.NnUNetSettings` fields)."""
     if backend == "nnunet":
         if not nnunet:
             raise ValueError("segmenter backend nnunet needs mededit.segmenter.nnunet.model_folder")
@@ -217,7 +217,7 @@ def score(results: Sequence[CounterfactualSet], triplets: Triplets, real_images:
           segment_images: Callable[[np.ndarray], np.ndarray], extractor: nn.Module, *, n_bootstrap: int,
           kid_subsets: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Summary rows (one per method) and per-image rows of methods run on the same ``triplets``
-    (:func:`~cfbrain.counterfactual.evaluate.evaluate_counterfactuals`), Dice from ``segment_images``
+    (:func:`~cfbrain.mededit.evaluate.evaluate_counterfactuals`), Dice from ``segment_images``
     (:func:`lesion_segmentation`), FID/KID against ``real_images`` (N, H, W) in [0, 1], the real pathological
     test slices."""
     real = extract_features(extractor, real_images).numpy()
@@ -241,7 +241,7 @@ PAIRING_TITLES = {
 
 
 def mededit_report(summary: pd.DataFrame, dataset: str) -> str:
-    """``tables/mededit.md``: the thesis tables (:func:`~cfbrain.counterfactual.evaluate.mededit_markdown`) per
+    """``tables/mededit.md``: the thesis tables (:func:`~cfbrain.mededit.evaluate.mededit_markdown`) per
     pairing, from score rows with ``pairing`` and ``feature_extractor`` columns, and the extractor used."""
     parts = [mededit_markdown(summary[summary["pairing"] == pairing], f"MedEdit on {dataset}: {title}")
              for pairing, title in PAIRING_TITLES.items() if (summary["pairing"] == pairing).any()]

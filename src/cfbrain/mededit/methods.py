@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cfbrain.counterfactual.triplets import Triplets
+from cfbrain.mededit.triplets import Triplets
 from cfbrain.diffusion import samplers
 from cfbrain.diffusion.masks import mededit_inpainting_mask
 from cfbrain.diffusion.schedule import NoiseSchedule
