@@ -1,4 +1,5 @@
-"""MRI datasets of thesis 000 (MedEdit, section 4): ATLAS v2.0 strokes and BraTS 2023 tumours.
+"""MRI datasets of thesis 000 (MedEdit, section 4): ATLAS v2.0 strokes and BraTS 2023 tumours; and of thesis
+003 chapter 6 (Dif-fuse): every slice of BraTS 2021 and WMH volumes (last part of this docstring).
 
 One axial slice per scan, 128 x 128, image in [0, 1] (the same range as CT
 tensors; diffusion models convert with :func:`cfbrain.preprocess.intensity.unit_to_diffusion`):
@@ -35,12 +36,37 @@ when the area is 0.
 
 File discovery returns one row per scan found (image or mask) with
 ``status`` "kept" or "excluded" and a ``reason``; nothing is dropped silently.
+
+Multi-contrast slices of whole volumes (thesis 003 §6.6.1: Dif-fuse on BraTS 2021 and WMH).
+
+Every axial slice of a case becomes one sample (C, size, size) float32 in [0, 1], its contrasts stacked as
+channels in a fixed order (:data:`VOLUME_CONTRASTS`: FLAIR, T1, T1-Gd, T2, the thesis's "concatenated over
+the channel dimension"), with a lesion mask, a brain mask and an "ignore" mask (pixels no score counts).
+
+* BraTS 2021 training layout (``BraTS2021_XXXXX/BraTS2021_XXXXX_{flair,t1,t1ce,t2,seg}.nii.gz``,
+  :func:`find_brats2021_cases`, :data:`BRATS2021_VOLUME_SPEC`): the 25 most inferior and 25 most superior
+  slices dropped, then slices with an empty brain; 240 x 240 planes zero-padded to 256 x 256; tumour mask =
+  any label > 0; brain = nonzero in any contrast (the images are skull-stripped).
+* WMH challenge layout (``{site}/[{scanner}/]{id}/pre/{FLAIR,T1}.nii.gz`` + ``{id}/wmh.nii.gz``,
+  :func:`find_wmh_cases`, :data:`WMH_VOLUME_SPEC`): every non-empty slice, centre-cropped to a square of the
+  plane's shorter side and resized to 256 x 256; lesion mask = label 1; label 2 ("other pathology") is not
+  a lesion and, as in the challenge's evaluation, its pixels are ignored by the scores (``ignore_mask``).
+
+Intensities: per case and contrast, clamped at the ``percentile`` (99.5) of the volume's nonzero voxels
+inside the kept slices and divided by it. Images are resized bilinearly with antialiasing, masks by nearest
+neighbour.
+
+Two contrasts against four (WMH is evaluated out of domain by the models trained on BraTS, §6.6.1):
+:func:`reconcile_contrasts` places FLAIR and T1 in their BraTS channels and fills each missing channel from
+a stated measured one (:data:`WMH_FILL`: T1-Gd <- T1, the same sequence without contrast agent, whose
+healthy appearance it shares; T2 <- FLAIR, the other T2-weighted contrast, CSF excepted). ``observed``
+records the measured contrasts, and anomaly maps are taken over those channels only.
 """
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -325,3 +351,253 @@ def load_mri_slices(path: str | Path) -> MRISliceSet:
     arrays = read_npz(path, SLICES_FORMAT)
     return MRISliceSet(dataset=str(arrays["dataset"]), scan=arrays["scan"], image=arrays["image"],
                        lesion_mask=arrays["lesion_mask"], brain_mask=arrays["brain_mask"])
+
+
+# --------------------------------------------------------------------------- thesis 003 chapter 6: every slice
+
+
+
+VOLUME_CONTRASTS = ("flair", "t1", "t1gd", "t2")
+VOLUME_SLICES_FORMAT = "cfbrain-mri-volume-slices/1"
+CASE_COLUMNS = ["scan", "subject", *VOLUME_CONTRASTS, "mask", "brain_mask", "status", "reason", "detail"]
+BRATS2021_CASE = re.compile(r"BraTS2021_\d{5}")
+BRATS2021_FILES = {"flair": "flair", "t1": "t1", "t1gd": "t1ce", "t2": "t2"}
+WMH_FILES = {"flair": "pre/FLAIR.nii.gz", "t1": "pre/T1.nii.gz"}
+WMH_LESION_LABEL, WMH_OTHER_LABEL = 1, 2
+WMH_FILL = {"t1gd": "t1", "t2": "flair"}
+"""Missing BraTS channel -> the measured contrast that fills it on WMH (module docstring)."""
+
+
+@dataclass(frozen=True)
+class VolumeSliceSpec:
+    """How a dataset's volumes become slices (module docstring).
+
+    contrasts: the measured contrasts, in :data:`VOLUME_CONTRASTS` order; drop_inferior, drop_superior:
+    slices removed at each end; geometry: ``"pad"`` (centre pad/crop to ``size``, no resizing),
+    ``"crop"`` (centre crop to a square, resize) or ``"pad_resize"`` (pad to a square, resize);
+    lesion_labels: label values that count as lesion (None: any > 0); ignore_labels: label values
+    whose pixels the scores ignore.
+    """
+
+    dataset: str
+    contrasts: tuple[str, ...]
+    drop_inferior: int = 0
+    drop_superior: int = 0
+    geometry: Literal["pad", "crop", "pad_resize"] = "pad"
+    size: int = 256
+    percentile: float = 99.5
+    lesion_labels: tuple[int, ...] | None = None
+    ignore_labels: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if [c for c in VOLUME_CONTRASTS if c in self.contrasts] != list(self.contrasts):
+            raise ValueError(f"contrasts must be an ordered subset of {VOLUME_CONTRASTS}, got {self.contrasts}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> "VolumeSliceSpec":
+        """From a config section (YAML lists become tuples); unknown keys are an error."""
+        return from_mapping(cls, values, "MRI volume slices")
+
+
+BRATS2021_VOLUME_SPEC = VolumeSliceSpec("brats2021", VOLUME_CONTRASTS, 25, 25, "pad", 256)
+WMH_VOLUME_SPEC = VolumeSliceSpec("wmh", ("flair", "t1"), 0, 0, "crop", 256, lesion_labels=(WMH_LESION_LABEL,),
+                                  ignore_labels=(WMH_OTHER_LABEL,))
+
+
+def case_row(scan: str, subject: str, images: Mapping[str, Path | None], mask: Path | None,
+              brain_mask: Path | None = None) -> dict:
+    """A CASE_COLUMNS row; excluded with the first missing file's reason."""
+    missing = [name for name, path in [*images.items(), ("mask", mask)] if path is None or not Path(path).is_file()]
+    row = {"scan": scan, "subject": subject, **{c: "" for c in VOLUME_CONTRASTS},
+           **{c: str(p) for c, p in images.items() if p is not None and Path(p).is_file()},
+           "mask": str(mask) if mask is not None and Path(mask).is_file() else "",
+           "brain_mask": str(brain_mask or ""), "status": "kept", "reason": "", "detail": ""}
+    if missing:
+        row.update(status="excluded", reason="mask_missing" if missing == ["mask"] else "image_missing",
+                   detail="missing: " + ", ".join(missing))
+    return row
+
+
+def _case_table(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=CASE_COLUMNS).sort_values("scan", kind="stable").reset_index(drop=True)
+
+
+def find_brats2021_cases(root: str | Path) -> pd.DataFrame:
+    """BraTS 2021 training layout: one CASE_COLUMNS row per ``BraTS2021_XXXXX`` folder (scan = subject =
+    folder name); excluded "image_missing" / "mask_missing" when a contrast or ``_seg`` is absent."""
+    rows = []
+    for case in sorted(p for p in Path(root).rglob("BraTS2021_*") if p.is_dir() and BRATS2021_CASE.fullmatch(p.name)):
+        images = {c: case / f"{case.name}_{suffix}.nii.gz" for c, suffix in BRATS2021_FILES.items()}
+        rows.append(case_row(case.name, case.name, images, case / f"{case.name}_seg.nii.gz"))
+    return _case_table(rows)
+
+
+def find_wmh_cases(root: str | Path) -> pd.DataFrame:
+    """WMH challenge layout: one CASE_COLUMNS row per subject folder holding ``pre/FLAIR.nii.gz`` (scan =
+    subject = its path under ``root`` joined by "_", e.g. ``Amsterdam_GE3T_100``)."""
+    root = Path(root)
+    rows = []
+    for flair in sorted(root.rglob(WMH_FILES["flair"])):
+        folder = flair.parent.parent
+        scan = "_".join(folder.relative_to(root).parts)
+        rows.append(case_row(scan, scan, {c: folder / name for c, name in WMH_FILES.items()}, folder / "wmh.nii.gz"))
+    return _case_table(rows)
+
+
+@dataclass(frozen=True)
+class VolumeSliceSet:
+    """Slices of many cases (module docstring). scan, subject (N,) str; slice_index (N,) int (from inferior);
+    image float32 (N, C, S, S) in [0, 1], channels = ``contrasts``; lesion_mask, brain_mask, ignore_mask
+    uint8 (N, S, S); ``observed``: the measured contrasts (the others were filled)."""
+
+    dataset: str
+    contrasts: tuple[str, ...]
+    observed: tuple[str, ...]
+    scan: np.ndarray
+    subject: np.ndarray
+    slice_index: np.ndarray
+    image: np.ndarray
+    lesion_mask: np.ndarray
+    brain_mask: np.ndarray
+    ignore_mask: np.ndarray
+
+    @property
+    def lesion(self) -> np.ndarray:
+        """(N,) bool: the slice shows a lesion (its healthy/lesion flag)."""
+        return self.lesion_mask.reshape(len(self.scan), -1).any(axis=1)
+
+    def select(self, keep: np.ndarray) -> "VolumeSliceSet":
+        """The slices where the (N,) bool ``keep`` is True (or at the given indices)."""
+        return VolumeSliceSet(self.dataset, self.contrasts, self.observed, self.scan[keep], self.subject[keep],
+                              self.slice_index[keep], self.image[keep], self.lesion_mask[keep],
+                              self.brain_mask[keep], self.ignore_mask[keep])
+
+
+def _volume_planes(volumes: np.ndarray, spec: VolumeSliceSpec, mode: str) -> np.ndarray:
+    """(K, h, w) planes -> float32 (K, size, size) with the spec's geometry."""
+    height, width = volumes.shape[-2:]
+    if spec.geometry == "pad":
+        return centre_crop_or_pad(np.asarray(volumes, np.float32), (spec.size, spec.size))
+    side = min(height, width) if spec.geometry == "crop" else max(height, width)
+    square = centre_crop_or_pad(np.asarray(volumes, np.float32), (side, side))
+    return resize_planes(square, (spec.size, spec.size), mode)
+
+
+def volume_case_slices(case: Mapping, spec: VolumeSliceSpec) -> VolumeSliceSet:
+    """Every kept slice of one case (a kept CASE_COLUMNS row), or :class:`UnusableScan`.
+
+    Data problems: "grid_mismatch" (a file's shape differs from the first contrast's), "too_few_slices"
+    (nothing left after dropping the ends), "empty_slice" (no brain in any kept slice).
+    """
+    volumes = []
+    for contrast in spec.contrasts:
+        volume = load_volume(case[contrast]).data
+        if volumes and volume.shape != volumes[0].shape:
+            raise UnusableScan("grid_mismatch", f"{contrast} has shape {volume.shape}, {spec.contrasts[0]} "
+                                                f"{volumes[0].shape}")
+        volumes.append(volume)
+    labels = load_volume(case["mask"]).data
+    if labels.shape != volumes[0].shape:
+        raise UnusableScan("grid_mismatch", f"mask has shape {labels.shape}, images {volumes[0].shape}")
+    n_slices = labels.shape[0]
+    kept = np.arange(spec.drop_inferior, n_slices - spec.drop_superior)
+    if kept.size == 0:
+        raise UnusableScan("too_few_slices", f"{n_slices} slices, {spec.drop_inferior}+{spec.drop_superior} dropped")
+    images = np.stack(volumes)[:, kept]  # (C, K, h, w)
+    labels = np.rint(labels[kept]).astype(np.int64)
+    brain_path = case.get("brain_mask") or ""
+    brain = load_volume(brain_path).data[kept] > 0 if brain_path else (images > 0).any(axis=0)
+    has_brain = brain.reshape(len(kept), -1).any(axis=1)
+    if not has_brain.any():
+        raise UnusableScan("empty_slice", f"no brain in slices {kept[0]}..{kept[-1]}")
+    images, labels, brain, kept = images[:, has_brain], labels[has_brain], brain[has_brain], kept[has_brain]
+    lesion = labels > 0 if spec.lesion_labels is None else np.isin(labels, spec.lesion_labels)
+    ignore = np.isin(labels, spec.ignore_labels)
+    normalised = []
+    for channel in images:
+        pixels = channel[channel > 0]
+        ceiling = float(np.percentile(pixels, spec.percentile)) if pixels.size else 0.0
+        normalised.append(np.clip(channel, 0.0, ceiling) / ceiling if ceiling > 0 else np.zeros_like(channel))
+    n = len(kept)
+    image = _volume_planes(np.concatenate(normalised), spec, "bilinear").reshape(len(spec.contrasts), n,
+                                                                                 spec.size, spec.size)
+    masks = _volume_planes(np.concatenate([lesion, brain, ignore]), spec, "nearest").reshape(3, n, spec.size,
+                                                                                             spec.size)
+    return VolumeSliceSet(
+        dataset=spec.dataset, contrasts=spec.contrasts, observed=spec.contrasts,
+        scan=np.full(n, str(case["scan"])), subject=np.full(n, str(case["subject"])), slice_index=kept,
+        image=np.clip(image.transpose(1, 0, 2, 3), 0.0, 1.0).astype(np.float32),
+        lesion_mask=masks[0].astype(np.uint8), brain_mask=masks[1].astype(np.uint8),
+        ignore_mask=masks[2].astype(np.uint8))
+
+
+def concat_volume_slices(parts: Sequence[VolumeSliceSet], spec: VolumeSliceSpec) -> VolumeSliceSet:
+    """One slice set from the cases' sets (in order); empty when ``parts`` is."""
+    channels, size = len(spec.contrasts), spec.size
+    if not parts:
+        empty = np.zeros((0, size, size), np.uint8)
+        return VolumeSliceSet(spec.dataset, spec.contrasts, spec.contrasts, np.zeros(0, str), np.zeros(0, str),
+                              np.zeros(0, np.int64), np.zeros((0, channels, size, size), np.float32), empty,
+                              empty, empty)
+    return VolumeSliceSet(
+        spec.dataset, parts[0].contrasts, parts[0].observed,
+        *(np.concatenate([getattr(p, key) for p in parts]) for key in
+          ("scan", "subject", "slice_index", "image", "lesion_mask", "brain_mask", "ignore_mask")))
+
+
+def process_volume_dataset(cases: pd.DataFrame, spec: VolumeSliceSpec) -> tuple[VolumeSliceSet, pd.DataFrame]:
+    """Slices of every kept case (from ``find_brats2021_cases`` / ``find_wmh_cases`` /
+    ``cfbrain.synth.mri.find_synthetic_cases``) and a status table: SLICE_COLUMNS-like, one row per case
+    (stage "find_files" or "volume_slices", ``n_slices`` and ``n_lesion_slices`` for kept ones)."""
+    parts, status = [], []
+    for case in cases.to_dict("records"):
+        record = {"scan": case["scan"], "subject": case["subject"], "stage": "find_files", "status": case["status"],
+                  "reason": case["reason"], "detail": case["detail"], "n_slices": 0, "n_lesion_slices": 0}
+        if case["status"] == "kept":
+            record["stage"] = "volume_slices"
+            try:
+                part = volume_case_slices(case, spec)
+            except UnusableScan as problem:
+                record.update(status="excluded", reason=problem.reason, detail=problem.detail)
+            except UNREADABLE_FILE_ERRORS as problem:
+                record.update(status="excluded", reason="unreadable", detail=f"{type(problem).__name__}: {problem}")
+            else:
+                parts.append(part)
+                record.update(n_slices=len(part.scan), n_lesion_slices=int(part.lesion.sum()))
+        if record["status"] == "excluded":
+            log.warning("%s: excluded at %s (%s) %s", case["scan"], record["stage"], record["reason"], record["detail"])
+        status.append(record)
+    return concat_volume_slices(parts, spec), pd.DataFrame(status)
+
+
+def reconcile_contrasts(slices: VolumeSliceSet, contrasts: Sequence[str] = VOLUME_CONTRASTS,
+                        fill: Mapping[str, str | None] = WMH_FILL) -> VolumeSliceSet:
+    """The slices with channels ``contrasts``: measured ones copied, each missing one filled from the measured
+    contrast ``fill`` names (None: zeros); ``observed`` keeps the measured ones (module docstring)."""
+    index = {c: i for i, c in enumerate(slices.contrasts)}
+    channels = []
+    for contrast in contrasts:
+        source = contrast if contrast in index else fill.get(contrast)
+        if source is not None and source not in index:
+            raise ValueError(f"cannot fill {contrast} from {source}: measured contrasts are {slices.contrasts}")
+        channels.append(slices.image[:, index[source]] if source is not None else np.zeros_like(slices.image[:, 0]))
+    observed = tuple(c for c in contrasts if c in index)
+    return VolumeSliceSet(slices.dataset, tuple(contrasts), observed, slices.scan, slices.subject,
+                          slices.slice_index, np.stack(channels, axis=1), slices.lesion_mask, slices.brain_mask,
+                          slices.ignore_mask)
+
+
+def save_volume_slices(path: str | Path, slices: VolumeSliceSet) -> None:
+    """Write a :class:`VolumeSliceSet` as .npz (keys: its field names plus ``format``)."""
+    write_npz(path, {"format": np.str_(VOLUME_SLICES_FORMAT), "dataset": np.str_(slices.dataset),
+                     "contrasts": np.array(slices.contrasts, dtype=str), "observed": np.array(slices.observed, dtype=str),
+                     **{key: getattr(slices, key) for key in ("scan", "subject", "slice_index", "image",
+                                                              "lesion_mask", "brain_mask", "ignore_mask")}})
+
+
+def load_volume_slices(path: str | Path) -> VolumeSliceSet:
+    """Read a file written by :func:`save_volume_slices`."""
+    a = read_npz(path, VOLUME_SLICES_FORMAT)
+    return VolumeSliceSet(str(a["dataset"]), tuple(a["contrasts"].tolist()), tuple(a["observed"].tolist()),
+                          a["scan"], a["subject"], a["slice_index"], a["image"], a["lesion_mask"],
+                          a["brain_mask"], a["ignore_mask"])

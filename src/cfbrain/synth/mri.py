@@ -19,6 +19,23 @@ healthy counterpart and the ground-truth indirect effect (thesis 000, MedEdit, o
         displacement_mm.nii.gz                     (X, Y, Z, 3) float32: u in RAS mm
         displacement_magnitude_mm.nii.gz           |u| in mm
 
+Chapter 6 of thesis 003 (Dif-fuse) adds two opt-in outputs, off by default so the files above do not change:
+
+* ``contrasts`` (any of :data:`CONTRASTS`: FLAIR, T1, T1-Gd, T2): every tumour subject also gets one file per
+  contrast, rendered from the same anatomy, pose, bias, deformation and lesion with contrast-specific tissue
+  and lesion intensities (:data:`CONTRAST_FILES`, BraTS 2023 suffixes ``t2f``, ``t1n``, ``t1c``, ``t2w``; the
+  ``t1c`` file is the main image itself); :func:`find_synthetic_cases` lists them.
+* ``n_wmh`` subjects with white-matter hyperintensities in a third dataset laid out like the WMH
+  segmentation challenge (``wmh/Synthetic/{n}/pre/FLAIR.nii.gz``, ``pre/T1.nii.gz``, ``wmh.nii.gz`` with
+  label 1; the brain mask in ``pre/brain.nii.gz``): a few small periventricular lesions, bright on FLAIR
+  and T2, mildly dark on T1, without mass effect (``u = 0``).
+
+Contrast model: each contrast maps the template's T1 value inside the brain through a piecewise-linear
+curve anchored at the T1 values of CSF, grey and white matter (:data:`_CONTRAST_ANCHORS`; FLAIR: CSF
+suppressed, grey brighter than white; T2: CSF bright), and has its own fixed values outside the brain and
+its own lesion intensities. Each contrast's Rician noise is drawn after the main image's, so the main image
+is the same with or without extra contrasts.
+
 ``preprocess.mri.find_atlas_pairs(out/"atlas")`` and ``find_brats_pairs(out/"brats")`` read the two
 datasets; :func:`find_synthetic_pairs` adds the brain-mask column and :func:`slice_spec` gives the
 axial slice to take (index 47 of 95 counted from inferior, z = 22 mm MNI: the 2 mm counterpart of ATLAS
@@ -70,7 +87,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from cfbrain.preprocess.mri import MRISliceSpec, find_atlas_pairs, find_brats_pairs, to_slice_grid
+from cfbrain.preprocess.mri import (CASE_COLUMNS, VOLUME_CONTRASTS, MRISliceSpec, VolumeSliceSpec, case_row, find_atlas_pairs,
+                                    find_brats_pairs, to_slice_grid)
 from cfbrain.preprocess.npz import read_npz, write_npz
 from cfbrain.preprocess.splits import patient_splits
 from cfbrain.preprocess.volume import load_volume
@@ -81,6 +99,16 @@ log = logging.getLogger(__name__)
 
 DATASETS = {"stroke": "atlas", "tumour": "brats"}
 """Dataset name -> folder under the cohort root (its layout follows ATLAS v2.0 / BraTS 2023)."""
+WMH_DATASET = "wmh"
+"""Name and folder of the white-matter-hyperintensity dataset (WMH challenge layout, ``n_wmh`` > 0 only)."""
+WMH_SITE = "Synthetic"
+CONTRASTS = ("flair", "t1", "t1gd", "t2")
+"""Contrasts the generator renders (thesis 003 §6.6.1: BraTS 2021's four)."""
+MAIN_CONTRAST = {"stroke": "t1", "tumour": "t1gd", WMH_DATASET: "flair"}
+"""The contrast of each dataset's main image (subjects.tsv ``image``)."""
+CONTRAST_FILES = {"tumour": {"flair": "t2f", "t1": "t1n", "t1gd": "t1c", "t2": "t2w"},
+                  WMH_DATASET: {"flair": "pre/FLAIR.nii.gz", "t1": "pre/T1.nii.gz"}}
+"""Per dataset, contrast -> BraTS 2023 file suffix (tumour) or path in the subject folder (WMH)."""
 SLICE_INDEX = 47
 SLICE_Z_MM = 22.0
 """Axial slice (from inferior) of the 2 mm grid that :func:`slice_spec` takes, and its MNI z."""
@@ -104,8 +132,19 @@ BRATS_LABELS = {"core": 1, "oedema": 2, "rim": 3}
 TRUTH_SLICES_FORMAT = "cfbrain-mri-truth/1"
 
 _INTENSITY = {"outer_csf": 0.12, "skull": 0.06, "marrow": 0.45, "scalp": 0.95}
+_OUTSIDE_INTENSITY = {"t1": _INTENSITY, "t1gd": _INTENSITY,
+                      "t2": {"outer_csf": 0.95, "skull": 0.05, "marrow": 0.5, "scalp": 0.7},
+                      "flair": {"outer_csf": 0.08, "skull": 0.05, "marrow": 0.45, "scalp": 0.8}}
+_CONTRAST_ANCHORS = {"t1_values": (0.0, 0.30, 0.66, 0.84, 1.0),
+                     "t2": (1.0, 1.0, 0.62, 0.45, 0.40), "flair": (0.10, 0.10, 0.70, 0.55, 0.50)}
+"""Brain intensity curves: T1 value (background, CSF, grey, white, brightest) -> contrast value."""
 _LESION_CSF = 0.22
+_STROKE_TARGET = {"t1": _LESION_CSF, "t1gd": _LESION_CSF, "t2": 1.0, "flair": 0.9}
 _TUMOUR_INTENSITY = {"core": 0.22, "rim": 1.02, "oedema": 0.58}
+_TUMOUR_INTENSITIES = {"t1gd": _TUMOUR_INTENSITY, "t1": {"core": 0.22, "rim": 0.6, "oedema": 0.58},
+                       "t2": {"core": 1.0, "rim": 0.75, "oedema": 0.9},
+                       "flair": {"core": 0.45, "rim": 0.85, "oedema": 1.0}}
+_WMH_INTENSITY = {"flair": 1.1, "t2": 0.95, "t1": 0.6, "t1gd": 0.6}
 _HEAD_CENTRE_MM = np.array([0.0, -17.0, 5.0])
 _REFERENCE_LESION_ML = 20.0
 _EDGE_MM = 2.0
@@ -133,6 +172,9 @@ class SynthMRIConfig:
     20 ml lesion (scaled by the cube root of the volume); ``stroke_volume_ml`` is drawn log-uniformly;
     ``noise_sigma`` is the Rician sigma in image units (white matter ~0.84); ``bias_amplitude`` the largest
     log-gain of the bias field; ``workers`` > 1 renders subjects in forked processes (identical output).
+    ``contrasts``: extra contrast files of the tumour subjects (module docstring); ``n_wmh`` subjects with
+    ``wmh_count`` lesions of radius ``wmh_radius_mm``, centred in white matter within
+    ``wmh_periventricular_mm`` of the lateral ventricles.
     """
 
     n_healthy: int = 20
@@ -160,10 +202,18 @@ class SynthMRIConfig:
     tumour_push_mm: tuple[float, float] = (2.5, 5.0)
     tumour_ventricle_mm: tuple[float, float] = (1.0, 2.5)
     tumour_midline_mm: tuple[float, float] = (1.0, 3.0)
+    n_wmh: int = 0
+    contrasts: tuple[str, ...] = ()
+    wmh_count: tuple[int, int] = (2, 6)
+    wmh_radius_mm: tuple[float, float] = (2.0, 4.5)
+    wmh_periventricular_mm: float = 8.0
 
     def __post_init__(self) -> None:
-        if min(self.n_healthy, self.n_stroke, self.n_tumour) < 0:
+        if min(self.n_healthy, self.n_stroke, self.n_tumour, self.n_wmh) < 0:
             raise ValueError("subject counts must be >= 0")
+        unknown = set(self.contrasts) - set(CONTRASTS)
+        if unknown:
+            raise ValueError(f"unknown contrasts {sorted(unknown)}; expected some of {CONTRASTS}")
 
 
 # --------------------------------------------------------------------------- plans
@@ -216,6 +266,17 @@ class TumourPlan:
 
 
 @dataclass(frozen=True)
+class WmhPlan:
+    """White-matter hyperintensities: centres (template voxels) and radii (mm) of small spheres;
+    ``centre_voxel`` is the first one's, ``hemisphere`` is "both" (they may lie on either side)."""
+
+    hemisphere: str
+    centre_voxel: tuple[int, int, int]
+    centres: tuple[tuple[int, int, int], ...]
+    radii_mm: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class SubjectPlan:
     """Everything drawn for one subject (no images)."""
 
@@ -228,14 +289,22 @@ class SubjectPlan:
     noise_sigma: float
     bias: tuple[tuple[float, float, float, float, float], ...]
     atrophy_mm: float
-    lesion: StrokePlan | TumourPlan | None
+    lesion: StrokePlan | TumourPlan | WmhPlan | None
+    contrasts: tuple[str, ...] = ()
 
     @property
     def scan(self) -> str:
-        """Name the dataset's discovery function gives the scan (``find_atlas_pairs`` / ``find_brats_pairs``)."""
+        """Name the dataset's discovery function gives the scan (``find_atlas_pairs`` / ``find_brats_pairs``
+        / ``find_wmh_cases``)."""
         if self.dataset == "stroke":
             return f"sub-{self.subject}_ses-1"
+        if self.dataset == WMH_DATASET:
+            return f"{WMH_SITE}_{self.index + 1}"
         return f"BraTS-GLI-{self.index + 1:05d}-000"
+
+    @property
+    def main_contrast(self) -> str:
+        return MAIN_CONTRAST[self.dataset]
 
 
 def _rng(seed: int, purpose: str, *indices: int) -> np.random.Generator:
@@ -258,7 +327,9 @@ def plan_mri_cohort(cfg: SynthMRIConfig, model: HeadModel | None = None) -> list
     model = model or anatomy.load_head_model(TEMPLATE_RESOLUTION_MM)
     n_healthy_stroke = healthy_in_stroke_dataset(cfg)
     roles = ([("stroke", "healthy")] * n_healthy_stroke + [("tumour", "healthy")] * (cfg.n_healthy - n_healthy_stroke)
-             + [("stroke", "stroke")] * cfg.n_stroke + [("tumour", "tumour")] * cfg.n_tumour)
+             + [("stroke", "stroke")] * cfg.n_stroke + [("tumour", "tumour")] * cfg.n_tumour
+             + [(WMH_DATASET, "wmh")] * cfg.n_wmh)
+    contrasts = {"stroke": (), "tumour": cfg.contrasts, WMH_DATASET: tuple(CONTRAST_FILES[WMH_DATASET])}
     plans = []
     for index, (dataset, kind) in enumerate(roles):
         rng = _rng(cfg.seed, "subject", index)
@@ -275,10 +346,12 @@ def plan_mri_cohort(cfg: SynthMRIConfig, model: HeadModel | None = None) -> list
             lesion = _plan_stroke(cfg, model, lesion_rng)
         elif kind == "tumour":
             lesion = _plan_tumour(cfg, model, lesion_rng)
+        elif kind == "wmh":
+            lesion = _plan_wmh(cfg, model, lesion_rng)
         plans.append(SubjectPlan(
             seed=cfg.seed, index=index, subject=f"s{index + 1:03d}", dataset=dataset, kind=kind, placement=placement,
             noise_sigma=float(rng.uniform(*cfg.noise_sigma)), bias=bias,
-            atrophy_mm=float(rng.uniform(*cfg.atrophy_mm)), lesion=lesion,
+            atrophy_mm=float(rng.uniform(*cfg.atrophy_mm)), lesion=lesion, contrasts=contrasts[dataset],
         ))
     return plans
 
@@ -347,7 +420,24 @@ def _plan_tumour(cfg: SynthMRIConfig, model: HeadModel, rng: np.random.Generator
     )
 
 
+def _plan_wmh(cfg: SynthMRIConfig, model: HeadModel, rng: np.random.Generator) -> WmhPlan:
+    """A few white-matter centres within ``wmh_periventricular_mm`` of the lateral ventricles, near the slice."""
+    near_ventricles = (_ventricle_distance_mm(model) <= cfg.wmh_periventricular_mm) & ~_ventricles(model)
+    allowed = (model.labels == anatomy.TISSUE_WM) & model.brain & near_ventricles
+    candidates = _first_candidates(allowed & _near_slice(model, cfg.lesion_slice_window_mm), allowed)
+    count = int(rng.integers(cfg.wmh_count[0], cfg.wmh_count[1] + 1))
+    centres = tuple(tuple(int(v) for v in candidates[i]) for i in rng.integers(len(candidates), size=count))
+    radii = tuple(float(r) for r in rng.uniform(*cfg.wmh_radius_mm, size=count))
+    return WmhPlan(hemisphere="both", centre_voxel=centres[0], centres=centres, radii_mm=radii)
+
+
 # --------------------------------------------------------------------------- template-space maps
+
+
+@functools.lru_cache(maxsize=2)
+def _ventricle_distance_mm(model: HeadModel) -> np.ndarray:
+    """(X, Y, Z) float32 distance (mm) to the nearest lateral-ventricle voxel."""
+    return ndimage.distance_transform_edt(~_ventricles(model), sampling=model.voxel_mm).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=2)
@@ -367,17 +457,22 @@ def _ventricles(model: HeadModel) -> np.ndarray:
     return np.isin(labels, np.argsort(sizes)[-2:] + 1) if n else np.zeros(csf.shape, bool)
 
 
-@functools.lru_cache(maxsize=2)
-def _anatomy_image(model: HeadModel) -> np.ndarray:
-    """(X, Y, Z) float32 noise-free T1: the template's T1 in the brain, fixed values outside."""
-    image = np.where(model.brain, model.t1, 0.0).astype(np.float32)
+@functools.lru_cache(maxsize=8)
+def _anatomy_image(model: HeadModel, contrast: str = "t1") -> np.ndarray:
+    """(X, Y, Z) float32 noise-free image of one contrast: the template's T1 in the brain (through the
+    contrast's curve, :data:`_CONTRAST_ANCHORS`; T1 and T1-Gd unchanged), fixed values outside."""
+    brain_values = model.t1
+    if contrast in _CONTRAST_ANCHORS:
+        brain_values = np.interp(model.t1, _CONTRAST_ANCHORS["t1_values"], _CONTRAST_ANCHORS[contrast])
+    image = np.where(model.brain, brain_values, 0.0).astype(np.float32)
+    intensity = _OUTSIDE_INTENSITY[contrast]
     outside = ~model.brain
     labels = model.labels
-    image[outside & (labels == anatomy.TISSUE_CSF)] = _INTENSITY["outer_csf"]
-    image[outside & (labels == anatomy.TISSUE_SCALP)] = _INTENSITY["scalp"]
+    image[outside & (labels == anatomy.TISSUE_CSF)] = intensity["outer_csf"]
+    image[outside & (labels == anatomy.TISSUE_SCALP)] = intensity["scalp"]
     skull = labels == anatomy.TISSUE_SKULL
     marrow = np.clip(1.0 - np.abs(model.skull_depth - 0.5) / 0.3, 0.0, 1.0)
-    image[skull] = (_INTENSITY["skull"] + (_INTENSITY["marrow"] - _INTENSITY["skull"]) * marrow[skull])
+    image[skull] = (intensity["skull"] + (intensity["marrow"] - intensity["skull"]) * marrow[skull])
     return image
 
 
@@ -454,7 +549,7 @@ def indirect_effect_field(plan: SubjectPlan, lesion: np.ndarray, ventricles_ipsi
         lesion_centre_vox: (3,) lesion centre in output voxels.
     """
     shape = lesion.shape
-    if plan.lesion is None:
+    if plan.lesion is None or isinstance(plan.lesion, WmhPlan):
         return np.zeros((3, *shape), np.float32)
     ventricle = _indicator_gradient(ventricles_ipsi, _VENTRICLE_SIGMA_MM / voxel_mm)
     if isinstance(plan.lesion, StrokePlan):
@@ -486,9 +581,11 @@ def _midline_voxel() -> float:
 class RenderedSubject:
     """One subject on the output grid (X, Y, Z), RAS storage.
 
-    image: float32 observed T1 (lesioned for lesioned subjects); healthy: float32 the healthy counterpart
-    (equal to ``image`` for healthy subjects); labels: uint8 lesion labels (stroke 1; tumour: BRATS_LABELS;
-    0 = none); brain_mask / healthy_brain_mask: bool; displacement_mm: (3, X, Y, Z) float32 ``u`` in mm.
+    image: float32 observed main contrast (:data:`MAIN_CONTRAST`; lesioned for lesioned subjects); healthy:
+    float32 the healthy counterpart (equal to ``image`` for healthy subjects); labels: uint8 lesion labels
+    (stroke and WMH 1; tumour: BRATS_LABELS; 0 = none); brain_mask / healthy_brain_mask: bool;
+    displacement_mm: (3, X, Y, Z) float32 ``u`` in mm; contrasts: the plan's contrasts, observed (the main
+    contrast is ``image`` itself).
     """
 
     image: np.ndarray
@@ -497,6 +594,7 @@ class RenderedSubject:
     brain_mask: np.ndarray
     healthy_brain_mask: np.ndarray
     displacement_mm: np.ndarray
+    contrasts: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def lesion_mask(self) -> np.ndarray:
@@ -590,12 +688,27 @@ def _tumour_compartments(model: HeadModel, tumour: TumourPlan, rng: np.random.Ge
                                         "oedema": (whole - enhancing) * brain}
 
 
+def _wmh_region(model: HeadModel, lesion: WmhPlan) -> Region:
+    """Soft (edge ``_EDGE_MM``) union of the plan's spheres inside the brain, in their bounding box."""
+    reach = max(lesion.radii_mm) + 2 * _EDGE_MM
+    centres = np.asarray(lesion.centres)
+    low = np.maximum(centres.min(axis=0) - int(np.ceil(reach / model.voxel_mm)), 0)
+    high = np.minimum(centres.max(axis=0) + int(np.ceil(reach / model.voxel_mm)) + 1, model.labels.shape)
+    grid = np.indices(tuple(int(v) for v in high - low), dtype=np.float32)
+    soft = np.zeros(grid.shape[1:], np.float32)
+    for centre, radius in zip(centres - low, lesion.radii_mm):
+        distance_mm = np.sqrt(((grid - centre[:, None, None, None]) ** 2).sum(axis=0)) * model.voxel_mm
+        soft = np.maximum(soft, np.clip((radius - distance_mm) / _EDGE_MM + 0.5, 0.0, 1.0))
+    brain = model.brain[tuple(slice(a, b) for a, b in zip(low, high))]
+    return Region(offset=tuple(int(v) for v in low), values=soft * brain)
+
+
 def render_subject(model: HeadModel, plan: SubjectPlan) -> RenderedSubject:
     """Render one subject's images, masks and true displacement on the output grid (module docstring)."""
     shape, _ = output_grid()
     voxels = np.indices(shape, dtype=np.float32).reshape(3, -1)
     coords = _template_coords(model, plan, voxels)
-    healthy_clean = _sample(_anatomy_image(model), coords).reshape(shape)
+    healthy_clean = _sample(_anatomy_image(model, plan.main_contrast), coords).reshape(shape)
     healthy_brain = (_sample(model.brain.astype(np.float32), coords) > 0.5).reshape(shape)
 
     rng = _rng(plan.seed, "pixels", plan.index)
@@ -606,10 +719,19 @@ def render_subject(model: HeadModel, plan: SubjectPlan) -> RenderedSubject:
         return np.sqrt((bias * clean + noise[0]) ** 2 + noise[1] ** 2)
 
     healthy = observe(healthy_clean)
+    extra = [c for c in plan.contrasts if c != plan.main_contrast]
+    extra_noise = {c: rng.standard_normal((2, *shape), dtype=np.float32) * plan.noise_sigma for c in extra}
+
+    def observe_contrast(contrast: str, clean: np.ndarray) -> np.ndarray:
+        noise_c = extra_noise[contrast]
+        return np.sqrt((bias * clean + noise_c[0]) ** 2 + noise_c[1] ** 2)
+
     if plan.lesion is None:
+        contrasts = {c: observe_contrast(c, _sample(_anatomy_image(model, c), coords).reshape(shape)) for c in extra}
         return RenderedSubject(image=healthy, healthy=healthy, labels=np.zeros(shape, np.uint8),
                                brain_mask=healthy_brain, healthy_brain_mask=healthy_brain,
-                               displacement_mm=np.zeros((3, *shape), np.float32))
+                               displacement_mm=np.zeros((3, *shape), np.float32),
+                               contrasts={plan.main_contrast: healthy, **contrasts} if plan.contrasts else {})
 
     compartments = _lesion_compartments(model, plan, coords, shape)
     lesion_mask = (sum(compartments.values()) > 0.5) & healthy_brain
@@ -624,32 +746,38 @@ def render_subject(model: HeadModel, plan: SubjectPlan) -> RenderedSubject:
     field = indirect_effect_field(plan, lesion_mask, ventricles_ipsi, healthy_brain,
                                   _lesion_centre_output_voxel(model, plan), voxel_mm)
 
-    deformed_clean, deformed_brain = _deform(model, plan, healthy_clean, healthy_brain, field)
-    lesioned_clean = _paint_lesion(plan, deformed_clean, compartments, whole)
-    return RenderedSubject(image=observe(lesioned_clean), healthy=healthy,
+    deformed_clean, deformed_brain = _deform(model, plan, healthy_clean, healthy_brain, field, plan.main_contrast)
+    image = observe(_paint_lesion(plan, deformed_clean, compartments, whole, plan.main_contrast))
+    contrasts = {}
+    for contrast in extra:
+        clean = _sample(_anatomy_image(model, contrast), coords).reshape(shape)
+        deformed = _deform(model, plan, clean, healthy_brain, field, contrast)[0]
+        contrasts[contrast] = observe_contrast(contrast, _paint_lesion(plan, deformed, compartments, whole, contrast))
+    return RenderedSubject(image=image, healthy=healthy,
                            labels=_lesion_labels(plan, compartments, lesion_mask),
                            brain_mask=deformed_brain | lesion_mask, healthy_brain_mask=healthy_brain,
-                           displacement_mm=field * voxel_mm)
+                           displacement_mm=field * voxel_mm,
+                           contrasts={plan.main_contrast: image, **contrasts} if plan.contrasts else {})
 
 
 def _deform(model: HeadModel, plan: SubjectPlan, healthy_clean: np.ndarray, healthy_brain: np.ndarray,
-            field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Noise-free anatomy and brain mask at ``x + u(x)``: resampled from the template where ``u`` is nonzero,
-    copied from the healthy subject elsewhere."""
+            field: np.ndarray, contrast: str) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free anatomy (of ``contrast``) and brain mask at ``x + u(x)``: resampled from the template where
+    ``u`` is nonzero, copied from the healthy subject elsewhere."""
     moved = np.abs(field).sum(axis=0) > 0
     deformed_clean, deformed_brain = healthy_clean.copy(), healthy_brain.copy()
     if moved.any():
         displaced = np.argwhere(moved).T.astype(np.float32) + field[:, moved]
         displaced_coords = _template_coords(model, plan, displaced)
-        deformed_clean[moved] = _sample(_anatomy_image(model), displaced_coords)
+        deformed_clean[moved] = _sample(_anatomy_image(model, contrast), displaced_coords)
         deformed_brain[moved] = _sample(model.brain.astype(np.float32), displaced_coords) > 0.5
     return deformed_clean, deformed_brain
 
 
 def _lesion_labels(plan: SubjectPlan, compartments: dict[str, np.ndarray], lesion_mask: np.ndarray) -> np.ndarray:
-    """uint8 labels in the mask: 1 for an infarct, the dominant compartment's BraTS label for a tumour."""
+    """uint8 labels in the mask: 1 for an infarct or WMH, the dominant compartment's BraTS label for a tumour."""
     labels = np.zeros(lesion_mask.shape, np.uint8)
-    if isinstance(plan.lesion, StrokePlan):
+    if not isinstance(plan.lesion, TumourPlan):
         labels[lesion_mask] = 1
     else:
         dominant = np.argmax(np.stack([compartments[k] for k in BRATS_LABELS]), axis=0)
@@ -673,8 +801,12 @@ def _lesion_centre_output_voxel(model: HeadModel, plan: SubjectPlan) -> np.ndarr
 
 def _lesion_compartments(model: HeadModel, plan: SubjectPlan, coords: np.ndarray, shape: tuple[int, ...]
                          ) -> dict[str, np.ndarray]:
-    """Soft lesion fractions on the output grid: {"infarct"} or {"core", "rim", "oedema"}, float32 (X, Y, Z)."""
+    """Soft lesion fractions on the output grid: {"infarct"}, {"wmh"} or {"core", "rim", "oedema"}, float32
+    (X, Y, Z)."""
     rng = _rng(plan.seed, "lesion_shape", plan.index)
+    if isinstance(plan.lesion, WmhPlan):
+        region = _wmh_region(model, plan.lesion)
+        return {"wmh": _region_on_grid(region.values, region.offset, coords).reshape(shape)}
     if isinstance(plan.lesion, StrokePlan):
         region = _stroke_region(model, plan.lesion, rng)
         return {"infarct": _region_on_grid(region.values, region.offset, coords).reshape(shape)}
@@ -683,13 +815,16 @@ def _lesion_compartments(model: HeadModel, plan: SubjectPlan, coords: np.ndarray
 
 
 def _paint_lesion(plan: SubjectPlan, clean: np.ndarray, compartments: dict[str, np.ndarray],
-                  whole: np.ndarray) -> np.ndarray:
-    """Noise-free lesioned T1: infarct towards CSF by ``contrast``; tumour compartments at fixed intensities."""
+                  whole: np.ndarray, contrast: str) -> np.ndarray:
+    """Noise-free lesioned image of ``contrast``: an infarct moves the tissue towards the contrast's lesion
+    value by the plan's ``contrast`` fraction (T1: CSF); tumour compartments and WMH take fixed intensities."""
     if isinstance(plan.lesion, StrokePlan):
-        return clean - compartments["infarct"] * plan.lesion.contrast * (clean - _LESION_CSF)
+        return clean - compartments["infarct"] * plan.lesion.contrast * (clean - _STROKE_TARGET[contrast])
+    intensity = _TUMOUR_INTENSITIES[contrast] if isinstance(plan.lesion, TumourPlan) else {
+        "wmh": _WMH_INTENSITY[contrast]}
     painted = clean * (1.0 - whole)
     for name, fraction in compartments.items():
-        painted += fraction * _TUMOUR_INTENSITY[name]
+        painted += fraction * intensity[name]
     return painted
 
 
@@ -702,6 +837,10 @@ def layout_paths(plan: SubjectPlan) -> dict[str, str]:
         stem = f"{DATASETS['stroke']}/sub-{plan.subject}/ses-1/anat/{plan.scan}_{ATLAS_SPACE}"
         paths = {"image": f"{stem}_T1w.nii.gz", "lesion_mask": f"{stem}_label-L_desc-T1lesion_mask.nii.gz",
                  "brain_mask": f"{stem}_desc-brain_mask.nii.gz"}
+    elif plan.dataset == WMH_DATASET:
+        stem = f"{WMH_DATASET}/{WMH_SITE}/{plan.index + 1}"
+        paths = {"image": f"{stem}/{CONTRAST_FILES[WMH_DATASET]['flair']}", "lesion_mask": f"{stem}/wmh.nii.gz",
+                 "brain_mask": f"{stem}/pre/brain.nii.gz"}
     else:
         stem = f"{DATASETS['tumour']}/{plan.scan}/{plan.scan}"
         paths = {"image": f"{stem}-t1c.nii.gz", "lesion_mask": f"{stem}-seg.nii.gz",
@@ -709,6 +848,18 @@ def layout_paths(plan: SubjectPlan) -> dict[str, str]:
     for key, name in TRUTH_FILES.items():
         paths[key] = f"truth/{plan.scan}/{name}" if plan.lesion is not None else ""
     return paths
+
+
+def contrast_paths(dataset: str, image_path: str) -> dict[str, str]:
+    """Contrast -> path of each contrast file a subject of ``dataset`` may have, from its main image path
+    (subjects.tsv ``image``, relative or absolute); {} for the stroke dataset (T1 only)."""
+    if dataset == "tumour":
+        stem = image_path[: -len(f"-{CONTRAST_FILES['tumour']['t1gd']}.nii.gz")]
+        return {c: f"{stem}-{suffix}.nii.gz" for c, suffix in CONTRAST_FILES["tumour"].items()}
+    if dataset == WMH_DATASET:
+        folder = image_path[: -len(CONTRAST_FILES[WMH_DATASET]["flair"])]
+        return {c: f"{folder}{name}" for c, name in CONTRAST_FILES[WMH_DATASET].items()}
+    return {}
 
 
 def _save(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
@@ -736,6 +887,9 @@ def _write_subject(out_dir: Path, model: HeadModel, plan: SubjectPlan) -> dict:
     _, affine = output_grid()
     paths = layout_paths(plan)
     _save_t1(out_dir / paths["image"], rendered.image, affine)
+    for contrast, path in contrast_paths(plan.dataset, paths["image"]).items():
+        if contrast in rendered.contrasts and contrast != plan.main_contrast:
+            _save_t1(out_dir / path, rendered.contrasts[contrast], affine)
     _save(out_dir / paths["lesion_mask"], rendered.labels, affine)
     _save(out_dir / paths["brain_mask"], rendered.brain_mask.astype(np.uint8), affine)
     if plan.lesion is not None:
@@ -763,7 +917,7 @@ def _write_subject(out_dir: Path, model: HeadModel, plan: SubjectPlan) -> dict:
 def _split_column(plans: list[SubjectPlan], cfg: SynthMRIConfig) -> dict[str, str]:
     """Subject -> suggested split, per dataset, stratified by kind."""
     splits = {}
-    for dataset in DATASETS:
+    for dataset in (*DATASETS, WMH_DATASET):
         table = pd.DataFrame([{"subject": p.subject, "kind": p.kind} for p in plans if p.dataset == dataset])
         if not table.empty:
             assigned = patient_splits(table, cfg.seed, cfg.split_fractions, stratify="kind", patient_col="subject")
@@ -783,10 +937,12 @@ def make_mri_cohort(out_dir: str | Path, cfg: SynthMRIConfig) -> pd.DataFrame:
         raise FileExistsError(f"{out_dir / 'subjects.tsv'} exists")
     out_dir.mkdir(parents=True, exist_ok=True)
     model = anatomy.load_head_model(TEMPLATE_RESOLUTION_MM)
-    for warm_cache in (_anatomy_image, _ventricle_region, _atrophy_region, anatomy.territory_regions):
+    for warm_cache in (_ventricle_region, _atrophy_region, anatomy.territory_regions):
         warm_cache(model)  # computed once, inherited by forked workers
     output_grid()
     plans = plan_mri_cohort(cfg, model)
+    for contrast in sorted({c for plan in plans for c in (plan.main_contrast, *plan.contrasts)}):
+        _anatomy_image(model, contrast)
     write = functools.partial(_write_subject, out_dir, model)
     if cfg.workers > 1:
         context = multiprocessing.get_context("fork")
@@ -832,6 +988,34 @@ def find_synthetic_pairs(root: str | Path, dataset: str) -> pd.DataFrame:
     brain = dict(zip(subjects["scan"], subjects["brain_mask"]))
     pairs["brain_mask"] = [str(root / brain[scan]) if scan in brain else "" for scan in pairs["scan"]]
     return pairs
+
+
+def find_synthetic_cases(root: str | Path, dataset: str) -> pd.DataFrame:
+    """The multi-contrast cases of the tumour or WMH dataset of the cohort at ``root``: one
+    ``preprocess.mri.CASE_COLUMNS`` row per subject (absolute paths, brain mask from subjects.tsv), for
+    :func:`cfbrain.preprocess.mri.process_volume_dataset`; a contrast file not written (the cohort was made
+    without ``contrasts``) excludes the case as "image_missing"."""
+    if dataset not in CONTRAST_FILES:
+        raise ValueError(f"no multi-contrast files in dataset {dataset!r}; expected one of {sorted(CONTRAST_FILES)}")
+    root = Path(root)
+    subjects = read_subjects(root)
+    rows = []
+    for row in subjects[subjects["dataset"] == dataset].itertuples(index=False):
+        images = {c: root / path for c, path in contrast_paths(dataset, row.image).items()}
+        rows.append(case_row(row.scan, row.subject, images, root / row.lesion_mask, root / row.brain_mask))
+    return pd.DataFrame(rows, columns=CASE_COLUMNS)
+
+
+def volume_slice_spec(dataset: str, size: int = 128, drop_slices: int = 15) -> VolumeSliceSpec:
+    """Multi-contrast slice spec of the synthetic tumour (four contrasts, BraTS 2021's role) or WMH (FLAIR and
+    T1) dataset: ``drop_slices`` of the 95 planes dropped at each end (BraTS 2021 drops 25 of 155), padded
+    to a square and resized to ``size``; WMH lesions are label 1."""
+    if dataset == "tumour":
+        return VolumeSliceSpec("synth-tumour", VOLUME_CONTRASTS, drop_slices, drop_slices, "pad_resize", size)
+    if dataset == WMH_DATASET:
+        return VolumeSliceSpec("synth-wmh", tuple(CONTRAST_FILES[WMH_DATASET]), drop_slices, drop_slices,
+                               "pad_resize", size, lesion_labels=(1,))
+    raise ValueError(f"no multi-contrast spec for dataset {dataset!r}; expected 'tumour' or {WMH_DATASET!r}")
 
 
 @dataclass(frozen=True)
