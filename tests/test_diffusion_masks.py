@@ -96,17 +96,18 @@ def test_bounding_box_fits_all_lesion_pixels_or_each_component():
     np.testing.assert_array_equal(bounding_box_mask(torch.from_numpy(lesion)).numpy(), box)
 
 
-def test_difuse_mask_keeps_the_top_decile_per_image_and_grows_it_by_the_blur():
+def test_authors_difuse_mask_keeps_the_top_decile_per_image_and_grows_it_by_the_blur():
     ramp = np.arange(100, dtype=np.float32).reshape(10, 10)  # 90th percentile 89.1: keeps the last row
     saliency = np.stack([ramp, ramp.T * 1000])[:, None]
-    mask = difuse_mask(saliency)
+    mask = difuse_mask(saliency, order="threshold_blur")
     expected_rows = np.zeros((10, 10), dtype=np.float32)
     expected_rows[7:] = 1  # the 5 x 5 blur spreads the kept row two pixels
     np.testing.assert_array_equal(mask[0, 0], expected_rows)
     np.testing.assert_array_equal(mask[1, 0], expected_rows.T)
     # a threshold above the blur's tail (0.07 x ~95 two rows away) keeps one extra row only
-    np.testing.assert_array_equal(difuse_mask(saliency[:1], threshold=10.0)[0, 0].sum(axis=1), [0] * 8 + [10, 10])
+    np.testing.assert_array_equal(difuse_mask(saliency[:1], order="threshold_blur", threshold=10.0)[0, 0].sum(axis=1), [0] * 8 + [10, 10])
 
 
 def test_difuse_mask_of_a_flat_map_is_empty():
-    assert difuse_mask(torch.ones(1, 1, 8, 8)).sum() == 0
+    for order in ("blur_threshold", "threshold_blur"):
+        assert difuse_mask(torch.ones(1, 1, 8, 8), order=order).sum() == 0

@@ -13,7 +13,7 @@ result); the Gaussian blur reflects at the border (OpenCV's default ``BORDER_REF
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -140,22 +140,37 @@ def bounding_box_mask(lesion: Array, per_component: bool = False) -> Array:
     return restore((in_rows[:, :, None] & in_cols[:, None, :]).to(batch.dtype))
 
 
+MaskOrder = Literal["blur_threshold", "threshold_blur"]
+
+
 def difuse_mask(
     saliency: Array,
     percentile: float = 90.0,
     blur_kernel_size: int = 5,
     blur_sigma: float | None = None,
+    order: MaskOrder = "blur_threshold",
     threshold: float = 0.0,
 ) -> Array:
     """Dif-fuse's editing mask ``m`` from a non-negative saliency map (thesis 003 Algorithm 2 lines 1-2).
 
-    Keeps the saliency strictly above its per-image ``percentile`` (linear interpolation, as numpy),
-    smooths it with a ``k × k`` Gaussian (:func:`gaussian_blur`) and binarises at ``> threshold``. With the
-    authors' ``threshold = 0`` every kept pixel grows to its ``k × k`` neighbourhood (the blur's support), so
-    the mask is the kept region dilated a little. Returns ``{0, 1}``.
+    ``order="blur_threshold"`` (Algorithm 2, the default): smooth the map with a ``k × k`` Gaussian
+    (:func:`gaussian_blur`), then keep the pixels strictly above the smoothed map's per-image ``percentile``
+    τ (linear interpolation, as numpy): about ``100 - percentile`` % of the pixels.
+    ``order="threshold_blur"`` (the authors' code, method notes): keep the saliency strictly above its
+    per-image ``percentile``, blur the kept values and binarise at ``> threshold``; with ``threshold = 0``
+    every kept pixel grows to its ``k × k`` neighbourhood (the blur's support), so the mask is the kept
+    region dilated a little. Returns ``{0, 1}``; a flat map gives an empty mask.
     """
+    if order not in ("blur_threshold", "threshold_blur"):
+        raise ValueError(f"order must be 'blur_threshold' or 'threshold_blur', got {order!r}")
     batch, restore = _as_image_batch(saliency)
-    cutoff = torch.quantile(batch.flatten(1), percentile / 100.0, dim=1).view(-1, 1, 1, 1)
-    kept = torch.where(batch > cutoff, batch, torch.zeros_like(batch))
+
+    def above_percentile(values: Tensor) -> Tensor:
+        cutoff = torch.quantile(values.flatten(1), percentile / 100.0, dim=1).view(-1, 1, 1, 1)
+        return values > cutoff
+
+    if order == "blur_threshold":
+        return restore(above_percentile(gaussian_blur(batch, blur_kernel_size, blur_sigma)).to(batch.dtype))
+    kept = torch.where(above_percentile(batch), batch, torch.zeros_like(batch))
     blurred = gaussian_blur(kept, blur_kernel_size, blur_sigma)
     return restore((blurred > threshold).to(batch.dtype))

@@ -14,6 +14,13 @@ Defaults follow the method notes: channels (128, 256, 256), attention at levels 
 mid-block (MONAI always builds it), one residual block per level, 256 channels per attention head,
 linear β 1e-4..0.02 with T = 1000. Demo configs shrink channels and image size, never the algorithm.
 
+Dif-fuse's healthy network (thesis 003 §6.5.3, :data:`DIFFUSE_UNET`) is the ``"unconditional"`` variant
+with guided-diffusion's options: ``resblock_updown`` (MONAI's own: average-pool / nearest up-sampling
+residual blocks) and ``scale_shift_norm``, which MONAI does not expose: its residual blocks add the
+projected time embedding to the features; :class:`ScaleShiftResnetBlock` projects it to twice the
+channels and modulates the second group norm, ``norm(h) (1 + scale) + shift`` (Dhariwal & Nichol 2021).
+At 256², 4 contrasts in and out, that network has exactly the thesis's 138,288,772 parameters.
+
 Batches (dicts, as the training loop hands them to the loss): ``image`` float32 (B, 1, H, W) in [0, 1],
 ``lesion_mask`` and ``brain_mask`` (B, 1, H, W) in {0, 1}. Images enter the [-1, 1] diffusion range
 through :func:`cfbrain.preprocess.intensity.unit_to_diffusion` (architecture contract 7).
@@ -29,6 +36,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import DiffusionModelUNet
+from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock
 from torch import nn
 
 from cfbrain.diffusion.masks import bounding_box_mask
@@ -50,20 +58,60 @@ CONDITIONING_CHANNELS = {"mededit": 2, "palette": 1, "unconditional": 0}
 class DiffusionUNetConfig:
     """Architecture of the denoiser (MONAI ``DiffusionModelUNet`` arguments of the same names).
 
-    ``num_head_channels`` must divide the channels of every attention level, ``norm_num_groups`` every
-    entry of ``channels``.
+    ``num_head_channels`` (one value, or one per level) must divide the channels of every attention level,
+    ``norm_num_groups`` every entry of ``channels``; ``scale_shift_norm``: module docstring.
     """
 
     channels: tuple[int, ...] = (128, 256, 256)
     attention_levels: tuple[bool, ...] = (False, True, True)
     num_res_blocks: int = 1
-    num_head_channels: int = 256
+    num_head_channels: int | tuple[int, ...] = 256
     norm_num_groups: int = 32
+    resblock_updown: bool = False
+    scale_shift_norm: bool = False
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> DiffusionUNetConfig:
         """From a config section (YAML lists become tuples); unknown keys are an error."""
         return from_mapping(cls, values, "diffusion UNet")
+
+
+DIFFUSE_UNET = DiffusionUNetConfig(
+    channels=(128, 128, 256, 256, 512, 512), attention_levels=(False, False, False, True, True, True),
+    num_res_blocks=2, num_head_channels=(128, 128, 256, 256, 512, 512), resblock_updown=True,
+    scale_shift_norm=True)
+"""Thesis 003 §6.5.3 at 256²: channels 128·(1, 1, 2, 2, 4, 4), two residual blocks per level, attention with
+one head of all channels at 32, 16 and 8 px, up/down-sampling residual blocks, scale-shift conditioning."""
+DIFFUSE_PARAMETERS = 138_288_772
+"""The thesis's parameter count of that network (four contrasts)."""
+
+
+class ScaleShiftResnetBlock(DiffusionUNetResnetBlock):
+    """MONAI's residual block with scale-shift time conditioning (module docstring); built from a MONAI
+    block by :func:`use_scale_shift_norm` (same parameter names; ``time_emb_proj`` has 2x the outputs)."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.nonlinearity(self.norm1(x))
+        if self.upsample is not None:
+            x, h = self.upsample(x), self.upsample(h)
+        elif self.downsample is not None:
+            x, h = self.downsample(x), self.downsample(h)
+        h = self.conv1(h)
+        projected = self.time_emb_proj(self.nonlinearity(emb))
+        scale, shift = projected[(..., *([None] * (h.ndim - 2)))].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        return self.skip_connection(x) + self.conv2(self.nonlinearity(h))
+
+
+def use_scale_shift_norm(network: nn.Module) -> nn.Module:
+    """Turn every MONAI residual block of ``network`` into a :class:`ScaleShiftResnetBlock` (in place)."""
+    for block in network.modules():
+        if isinstance(block, DiffusionUNetResnetBlock):
+            projection = block.time_emb_proj
+            block.time_emb_proj = nn.Linear(projection.in_features, 2 * block.out_channels).to(
+                device=projection.weight.device, dtype=projection.weight.dtype)
+            block.__class__ = ScaleShiftResnetBlock
+    return network
 
 
 def diffusion_unet(variant: Variant, config: DiffusionUNetConfig = DiffusionUNetConfig(),
@@ -79,9 +127,9 @@ def diffusion_unet(variant: Variant, config: DiffusionUNetConfig = DiffusionUNet
         spatial_dims=2, in_channels=image_channels + extra, out_channels=image_channels,
         channels=config.channels, attention_levels=config.attention_levels,
         num_res_blocks=config.num_res_blocks, num_head_channels=config.num_head_channels,
-        norm_num_groups=config.norm_num_groups,
+        norm_num_groups=config.norm_num_groups, resblock_updown=config.resblock_updown,
     )
-    return ConcatConditioning(network)
+    return ConcatConditioning(use_scale_shift_norm(network) if config.scale_shift_norm else network)
 
 
 def load_eps_model(path: str | Path, variant: Variant, config: DiffusionUNetConfig = DiffusionUNetConfig(),
