@@ -9,6 +9,7 @@ import torch
 from cfbrain.anomaly.classifier import slice_classifier, slice_saliency
 from cfbrain.anomaly.data import slice_splits, split_slices
 from cfbrain.anomaly.ddpm import HealthyDDPMSettings, load_healthy_ddpm, train_config, train_healthy_ddpm
+from cfbrain.anomaly.figures import counterfactual_figure, grid_heatmap
 from cfbrain.anomaly.methods import METHODS, DifuseSettings, run_method
 from cfbrain.metrics.anomaly import anomaly_table, lesion_scores, mean_anomaly, segmentation_scores
 from cfbrain.models.autoencoder import SpatialAutoencoder, SpatialAutoencoderConfig
@@ -141,3 +142,13 @@ def test_table_has_the_thesis_layout_with_mean_and_standard_error():
     lines = table.splitlines()
     assert lines[0] == "| Method | BraTS Dice ↑ | BraTS IoU ↑ | WMH Dice ↑ | WMH IoU ↑ | CT KID ↓ |"
     assert lines[2].startswith("| Dif-fuse | 0.750 ± 0.050 | 0.600 ± 0.000 |")
+
+
+def test_figures_are_written(tmp_path):
+    slices = slice_set(n_subjects=1, per_subject=2)
+    result = run_method("saliency", None, slices.image, slices.lesion_mask.astype(np.float32),
+                        DifuseSettings())
+    assert counterfactual_figure(slices.image, {"ACAT": result}, tmp_path / "f.png", slices.lesion_mask).stat().st_size
+    grid = pd.DataFrame([{"percentile": p, "inversion_depth": k, "dice": p * k / 1e5}
+                         for p in (70, 80, 90, 95) for k in (250, 500, 750)])
+    assert grid_heatmap(grid, tmp_path / "grid.png").stat().st_size
