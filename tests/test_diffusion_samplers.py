@@ -21,6 +21,7 @@ from cfbrain.diffusion.samplers import (
     naive_repaint,
     palette,
     palette_condition,
+    palette_input,
     repaint,
     sdedit,
 )
@@ -186,6 +187,31 @@ def test_palette_condition_puts_noise_inside_the_mask_only():
     torch.testing.assert_close(condition[~inside], x0[~inside])
 
 
+def test_palette_keeps_the_unmasked_region_of_the_input_exactly():
+    x0, (pathology, _) = images(batch=3, size=16), masks(batch=3, size=16)
+    steps, callback = recorder()
+    result = palette(linear_eps, x0, pathology, stride=100, callback=callback)
+    outside, inside = ~pathology.bool(), pathology.bool()
+    assert torch.equal(result.images[outside], x0[outside])
+    assert all(torch.equal(step.x[outside], x0[outside]) for step in steps)  # at every step
+    assert (result.images[inside] - x0[inside]).abs().mean() > 0.05
+    assert result.evaluations == len(steps) == len(SCHEDULE.timesteps(999, 100))
+
+
+def test_palette_network_sees_the_clean_image_outside_the_mask():
+    x0, (pathology, _) = images(), masks()
+    seen = []
+
+    def spy(x_t, t, cond):
+        seen.append(x_t.clone())
+        return linear_eps(x_t, t, cond)
+
+    palette(spy, x0, pathology, stride=250)
+    outside = ~pathology.bool()
+    assert all(torch.equal(x[outside], x0[outside]) for x in seen)
+    torch.testing.assert_close(palette_input(seen[0], x0, pathology), seen[0])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Dif-fuse
 def test_dif_fuse_without_mask_reconstructs_the_input_with_one_call_per_step():
@@ -260,6 +286,22 @@ def test_noise_streams_are_independent_per_purpose_and_image():
         NoiseStreams([1, 2, 3], 2, torch.device("cpu"))
 
 
+def test_noise_drawn_in_blocks_is_the_same_sequence_per_image_alone_or_batched():
+    cpu = torch.device("cpu")
+    like = torch.zeros(3, 1, 3, 5)  # 15 values per image (no multiple of 16): 3 draws per block of 45
+    batched = NoiseStreams([7, 8, 9], 3, cpu, block_elements=45)
+    alone = NoiseStreams([8], 1, cpu, block_elements=45)
+    for _ in range(7):  # crosses two block boundaries
+        torch.testing.assert_close(batched.normal("reverse", like)[1:2], alone.normal("reverse", like[:1]),
+                                   rtol=0, atol=0)
+    with pytest.raises(ValueError, match="drawn for shape"):
+        batched.normal("reverse", torch.zeros(3, 1, 4, 4))
+    square = torch.zeros(1, 1, 4, 4)  # 16 values: a block is the same sequence as single draws
+    blocks, singles = NoiseStreams([8], 1, cpu, block_elements=48), NoiseStreams([8], 1, cpu, block_elements=1)
+    for _ in range(7):
+        torch.testing.assert_close(blocks.normal("known", square), singles.normal("known", square), rtol=0, atol=0)
+
+
 class TinyTimeConditionedNet(torch.nn.Module):
     """``network(x, timesteps)`` like MONAI's DiffusionModelUNet: a 3 x 3 conv plus a timestep embedding."""
 
@@ -276,7 +318,8 @@ def test_a_network_of_x_and_timesteps_plugs_in_with_concatenated_conditioning():
     torch.manual_seed(0)
     x0, (pathology, brain) = images(batch=3, size=16), masks(batch=3, size=16)
     conditional = ConcatConditioning(TinyTimeConditionedNet(in_channels=3)).eval()
-    options = dict(kernel_size=5, resample_steps=2, stride=250)
+    # clipped: an untrained network's x̂_0 grows to ~100 and batched-convolution rounding with it
+    options = dict(kernel_size=5, resample_steps=2, stride=250, clip_x0=True)
     result = mededit(conditional, x0, pathology, brain, seeds=[1, 2, 3], **options)
     assert result.images.shape == x0.shape and torch.isfinite(result.images).all()
     assert result.evaluations == 4 * 2 + 1

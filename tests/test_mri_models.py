@@ -69,6 +69,22 @@ def test_denoising_loss_is_finite_and_reaches_every_parameter(variant, box):
     assert sum(float(g.abs().sum()) for g in gradients) > 0
 
 
+def test_palette_trains_as_an_inpainter_on_the_masked_region():
+    """The network sees the clean image outside the mask and is scored only inside it (Palette's
+    inpainting training): a prediction wrong by 1,000 outside the mask costs nothing."""
+    data, seen = batch(), []
+
+    def wrong_outside(x_t, t, cond):
+        seen.append(x_t)
+        return 1000.0 * (1 - data["lesion_mask"])
+
+    torch.manual_seed(0)
+    loss, _ = DenoisingLoss("palette")(wrong_outside, data)
+    outside = data["lesion_mask"] == 0
+    torch.testing.assert_close(seen[0][outside], (data["image"] * 2 - 1)[outside])
+    assert float(loss) < 1.0
+
+
 def test_box_conditioning_uses_the_filled_box_of_the_lesion():
     lesion = torch.zeros(1, 1, 8, 8)
     lesion[0, 0, 2, 3] = lesion[0, 0, 5, 6] = 1

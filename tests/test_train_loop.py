@@ -10,6 +10,7 @@ from torch import nn
 from cfbrain.train import Phase, SeededTransformDataset, TrainConfig, fit, predict, select_device
 from cfbrain.train import checkpoint as ckpt
 from cfbrain.train.data import EpochPermutationSampler, batches_per_epoch
+from cfbrain.train.loop import ema_decay_at, ema_model
 from cfbrain.train.history import LEADING_COLUMNS
 from cfbrain.train.runtime import batch_length, derived_seed, to_device
 
@@ -117,6 +118,22 @@ def test_ema_weights_trail_the_model(tmp_path):
     assert not torch.equal(weights["ema"]["head.weight"], weights["model"]["head.weight"])
     restored = ckpt.load_weights(Frozen(), tmp_path / "final.pt", use_ema=True)
     assert torch.equal(restored.head.weight, weights["ema"]["head.weight"])
+
+
+def test_ema_warm_up_makes_a_short_run_average_its_recent_weights():
+    """A parameter is 1 for the first half of 2,000 updates and 0 after: the EMA's value is the weight the
+    first half keeps. With the paper configs' decay 0.9999 and no warm-up it would be 0.9999 ** 1000 = 0.90."""
+    parameter = torch.nn.Parameter(torch.ones(1))
+    holder = torch.nn.Module()
+    holder.parameter = parameter
+    ema = ema_model(holder, 0.9999)
+    for update in range(2000):
+        with torch.no_grad():
+            parameter.fill_(1.0 if update < 1000 else 0.0)
+        ema.update_parameters(holder)
+    assert float(ema.module.parameter.detach()) < 0.01
+    assert ema_decay_at(0.9999, 0) == pytest.approx(0.1) and ema_decay_at(0.9999, 10**6) == 0.9999
+    assert ema_decay_at(0.5, 100) == 0.5
 
 
 def test_non_finite_loss_fails_loudly(tmp_path):

@@ -69,20 +69,29 @@ class DifFuseResult(SamplerResult):
 
 
 class NoiseStreams:
-    """Independent Gaussian noise per image and per purpose.
+    """Independent Gaussian noise per image and per purpose, drawn in blocks.
 
     Image ``i`` draws from generators seeded by ``(seeds[i], purpose)``, so its noise does not depend on
     the other images of the batch nor on how many draws other purposes made. ``seeds`` may be an int
     ``s``, meaning ``s, s + 1, ..., s + B - 1``.
+
+    Each image's generator fills a block of ``max(1, block_elements // n)`` draws of ``n`` elements at once
+    (``n`` = elements per image; the block size does not depend on the batch), and :meth:`normal` hands
+    out one draw per call: B generator calls per block instead of per draw. A block of draws is the same
+    sequence as that many single draws when ``n`` is a multiple of 16 (torch's CPU normal sampler fills
+    16 values at a time). A purpose keeps the image shape of its first draw.
     """
 
-    def __init__(self, seeds: Seeds, batch_size: int, device: torch.device) -> None:
+    def __init__(self, seeds: Seeds, batch_size: int, device: torch.device, block_elements: int = 2**18) -> None:
         seeds = list(range(seeds, seeds + batch_size)) if isinstance(seeds, int) else list(seeds)
         if len(seeds) != batch_size:
             raise ValueError(f"got {len(seeds)} seeds for a batch of {batch_size} images")
         self._seeds = seeds
         self._device = torch.device(device)
+        self._block_elements = block_elements
         self._generators: dict[str, list[torch.Generator]] = {}
+        self._blocks: dict[str, Tensor] = {}
+        self._next: dict[str, int] = {}
 
     def _generators_for(self, purpose: str) -> list[torch.Generator]:
         if purpose not in self._generators:
@@ -94,14 +103,25 @@ class NoiseStreams:
             self._generators[purpose] = generators
         return self._generators[purpose]
 
+    def _refill(self, purpose: str, like: Tensor) -> None:
+        """A new block (draws, B, *image shape) of ``purpose``: one call per image's generator."""
+        draws = max(1, self._block_elements // like[0].numel())
+        shape = (draws, *like.shape[1:])
+        self._blocks[purpose] = torch.stack(
+            [torch.randn(shape, generator=g, device=like.device, dtype=like.dtype)
+             for g in self._generators_for(purpose)], dim=1)
+        self._next[purpose] = 0
+
     def normal(self, purpose: str, like: Tensor) -> Tensor:
         """Standard normal noise shaped, typed and placed like ``like`` (B, ...)."""
-        return torch.stack(
-            [
-                torch.randn(like.shape[1:], generator=generator, device=like.device, dtype=like.dtype)
-                for generator in self._generators_for(purpose)
-            ]
-        )
+        block = self._blocks.get(purpose)
+        if block is not None and block.shape[1:] != like.shape:
+            raise ValueError(f"{purpose!r} noise was drawn for shape {tuple(block.shape[1:])}, not {tuple(like.shape)}")
+        if block is None or self._next[purpose] == block.shape[0]:
+            self._refill(purpose, like)
+        draw = self._blocks[purpose][self._next[purpose]]
+        self._next[purpose] += 1
+        return draw.to(dtype=like.dtype)
 
 
 class ConcatConditioning(torch.nn.Module):
@@ -309,7 +329,7 @@ def repaint(
     stride: int = 1,
     seeds: Seeds = 0,
     variance: ReverseVariance = "small",
-    clip_x0: bool = True,
+    clip_x0: bool = False,
     callback: Callback | None = None,
     progress: bool = False,
 ) -> SamplerResult:
@@ -323,8 +343,10 @@ def repaint(
         known_level: ``"previous"``: known ``~ q(x_{t-1} | x_0)``, the ``x_{t-1}^known`` that line 7 defines
             (its printed right-hand side writes ``ᾱ_t`` and drops the square root of ``1 - ᾱ_t``; eq. 2.3 is
             used); ``"current"``: ``~ q(x_t | x_0)``, the authors' code (one step noisier, off by one).
-        variance, clip_x0: the reverse step's fixed variance and ``x̂_0`` clipping
-            (:meth:`NoiseSchedule.ddpm_step`; defaults as MONAI's DDPMScheduler).
+        variance: the reverse step's fixed variance (:meth:`NoiseSchedule.ddpm_step`; ``"small"`` is the
+            ``σ_t`` of eq. 3.1 and MONAI's default).
+        clip_x0: clamp ``x̂_0`` to [-1, 1] in the reverse step. Off by default: eq. 3.1 has no clipping
+            (MONAI's DDPMScheduler, which the authors' code uses, clips by default).
 
     The chain starts from ``x_0`` noised to the top level (``q(x_{T} | x_0)``, practically pure noise).
     For every step ``t -> prev`` and pass ``u = 1..U``: ``known ~ q(x_prev | x_0)`` (line 7),
@@ -375,7 +397,7 @@ def mededit(
     stride: int = 1,
     seeds: Seeds = 0,
     variance: ReverseVariance = "small",
-    clip_x0: bool = True,
+    clip_x0: bool = False,
     callback: Callback | None = None,
     progress: bool = False,
 ) -> SamplerResult:
@@ -417,7 +439,7 @@ def naive_repaint(
     stride: int = 1,
     seeds: Seeds = 0,
     variance: ReverseVariance = "small",
-    clip_x0: bool = True,
+    clip_x0: bool = False,
     callback: Callback | None = None,
     progress: bool = False,
 ) -> SamplerResult:
@@ -452,7 +474,7 @@ def sdedit(
     stride: int = 1,
     seeds: Seeds = 0,
     variance: ReverseVariance = "small",
-    clip_x0: bool = True,
+    clip_x0: bool = False,
     callback: Callback | None = None,
     progress: bool = False,
 ) -> SamplerResult:
@@ -486,6 +508,16 @@ def palette_condition(image: Tensor, mask: Tensor, noise: Tensor) -> Tensor:
     return (1 - mask) * image + mask * noise
 
 
+def palette_input(x_t: Tensor, image: Tensor, mask: Tensor) -> Tensor:
+    """The state Palette's network denoises: ``x_t`` inside the mask, the clean image outside, (B, C, H, W).
+
+    ``m ⊙ x_t + (1 - m) ⊙ image``, the ``y_noisy * mask + (1 - mask) * y_0`` of the public Palette
+    re-implementation's inpainting training; :func:`palette` keeps its state in this form at every step.
+    """
+    mask = _as_mask(mask, image)
+    return mask * x_t + (1 - mask) * image
+
+
 @torch.no_grad()
 def palette(
     eps_model: EpsModel,
@@ -496,21 +528,30 @@ def palette(
     stride: int = 1,
     seeds: Seeds = 0,
     variance: ReverseVariance = "small",
-    clip_x0: bool = True,
+    clip_x0: bool = False,
     callback: Callback | None = None,
     progress: bool = False,
 ) -> SamplerResult:
-    """Palette baseline: plain conditional DDPM sampling from pure noise of a separately trained network
-    whose conditioning is :func:`palette_condition` of the image and the (pathology) mask."""
+    """Palette inpainting baseline (Saharia et al. 2022, as its widely used public re-implementation does it).
+
+    A separately trained network conditioned on :func:`palette_condition` of the image and the (pathology)
+    mask denoises from pure noise inside the mask; outside the mask the state is the clean input at every
+    step (:func:`palette_input`; the re-implementation's ``y_t = y_0 * (1 - mask) + mask * y_t`` after each
+    step, and the network input its training uses), so healthy tissue is kept exactly. The clean input, not
+    the input noised to the current level (RePaint's choice), because that is what the network saw outside
+    the mask in training (:class:`cfbrain.models.diffusion_unet.DenoisingLoss`).
+    """
     schedule = schedule or NoiseSchedule()
     log.info("Palette: %d images, stride=%d", image.shape[0], stride)
     streams = NoiseStreams(seeds, image.shape[0], image.device)
     model = _CountedModel(eps_model, palette_condition(image, mask, streams.normal("condition", image)))
-    top = schedule.num_train_steps - 1
-    x = streams.normal("start", image)
-    pairs = reverse_pairs(schedule.timesteps(top, stride))
-    images = _ddpm_chain(model, schedule, x, pairs, streams, variance, clip_x0, callback, progress, "Palette")
-    return SamplerResult(images, model.calls)
+    x = palette_input(streams.normal("start", image), image, mask)
+    for t, prev in _steps(reverse_pairs(schedule.timesteps(schedule.num_train_steps - 1, stride)), progress,
+                          "Palette"):
+        noise = streams.normal("reverse", x) if prev >= 0 else None
+        x = palette_input(schedule.ddpm_step(x, t, prev, model(x, t), noise, variance, clip_x0), image, mask)
+        _notify(callback, t, prev, 0, x)
+    return SamplerResult(x, model.calls)
 
 
 # --------------------------------------------------------------------------------------------------------

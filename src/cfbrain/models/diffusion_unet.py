@@ -6,7 +6,8 @@ the samplers call and the module the training loop trains (its state dict keys s
 
 * ``"mededit"``: input ``[x_t, pathology mask, brain mask]`` (3 channels,
   :func:`~cfbrain.diffusion.samplers.mededit_condition`); used by MedEdit, naive RePaint and SDEdit;
-* ``"palette"``: input ``[x_t, image with noise inside the mask]`` (2 channels,
+* ``"palette"``: input ``[x_t inside the mask and the image outside, image with noise inside the mask]``
+  (2 channels, :func:`~cfbrain.diffusion.samplers.palette_input`,
   :func:`~cfbrain.diffusion.samplers.palette_condition`);
 * ``"unconditional"``: input ``x_t`` (1 channel), the Dif-fuse network of thesis 003.
 
@@ -40,7 +41,7 @@ from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock
 from torch import nn
 
 from cfbrain.diffusion.masks import bounding_box_mask
-from cfbrain.diffusion.samplers import ConcatConditioning, mededit_condition, palette_condition
+from cfbrain.diffusion.samplers import ConcatConditioning, mededit_condition, palette_condition, palette_input
 from cfbrain.diffusion.schedule import NoiseSchedule
 from cfbrain.preprocess.intensity import unit_to_diffusion
 from cfbrain.train.checkpoint import load_weights
@@ -152,7 +153,11 @@ class DenoisingLoss:
 
     Per batch: ``t ~ U{0, ..., T-1}``, ``ε ~ N(0, I)``, ``x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε`` and
     ``loss = mean (ε_θ(x_t, t, cond) - ε)^2`` with the variant's conditioning built by the samplers' own
-    functions (so training and sampling cannot disagree); Palette's in-mask noise is drawn fresh.
+    functions (so training and sampling cannot disagree). Palette trains as an inpainter (Saharia et al.
+    2022, as the public re-implementation): the network sees ``x_t`` inside the mask ``m`` and the clean
+    image outside (:func:`~cfbrain.diffusion.samplers.palette_input`), its conditioning draws fresh in-mask
+    noise, and the loss is ``mean (m ⊙ ε_θ - m ⊙ ε)^2`` (the noise loss on the masked region only, averaged
+    over all pixels as the re-implementation's ``mse_loss(mask * noise, mask * noise_hat)``).
     Random draws use the global torch RNG, which the training loop seeds and checkpoints.
 
     Args:
@@ -180,8 +185,12 @@ class DenoisingLoss:
         t = torch.randint(0, self.schedule.num_train_steps, (x0.shape[0],), device=x0.device)
         noise = torch.randn_like(x0)
         x_t = self.schedule.q_sample(x0, t, noise)
-        eps = model(x_t, t, self.condition(x0, batch))
-        return F.mse_loss(eps.float(), noise), {}
+        if self.variant != "palette":
+            eps = model(x_t, t, self.condition(x0, batch))
+            return F.mse_loss(eps.float(), noise), {}
+        mask = conditioning_mask(batch["lesion_mask"], self.box_masks)
+        eps = model(palette_input(x_t, x0, mask), t, self.condition(x0, batch))
+        return F.mse_loss(mask * eps.float(), mask * noise), {}
 
 
 def diffusion_phase(variant: Variant, *, epochs: int | None = None, lr: float | None = None,

@@ -27,7 +27,8 @@ class TrainConfig:
         num_workers: DataLoader worker processes (0: load in the training process).
         drop_last: drop a last, smaller batch of each epoch.
         mixed_precision: float16 autocast + GradScaler; only ever active on CUDA.
-        ema_decay: keep an exponential moving average of the weights with this decay (None: no EMA).
+        ema_decay: keep an exponential moving average of the weights with this decay, warmed up from the
+            first steps (``loop.ema_decay_at``; None: no EMA).
         grad_clip_norm: clip the gradient norm to this value (None: no clipping).
         select_metric: history column (e.g. ``val_acc4``) whose best epoch of the last phase is saved
             as ``best.pt`` (None: no selection).

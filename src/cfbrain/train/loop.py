@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -57,6 +57,33 @@ def adam(parameters: list[nn.Parameter], lr: float, config: TrainConfig) -> Opti
 def cosine_annealing(optimizer: Optimizer, total_steps: int, config: TrainConfig) -> LRScheduler:
     """Cosine decay from the phase's lr to ``config.min_lr`` over the phase, stepped per optimizer step."""
     return CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=config.min_lr)
+
+
+def ema_decay_at(decay: float, updates: int) -> float:
+    """EMA decay of the update after ``updates`` earlier ones: ``min(decay, (1 + n) / (10 + n))``.
+
+    The warm-up of the widely used diffusion trainers (diffusers' ``EMAModel``, the guided-diffusion
+    family): early updates weigh the current weights heavily, so a short run's EMA is made of recent weights
+    rather than the initial ones (a fixed 0.9999 over 24,000 steps keeps 9 % of the step-1 weights).
+    """
+    return min(decay, (1 + updates) / (10 + updates))
+
+
+def ema_model(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s parameters with the warm-up of :func:`ema_decay_at`.
+
+    The first ``update_parameters`` copies the weights; the ``n``-th later one (``n`` = the average's
+    ``n_averaged``, saved in its state dict, so a resumed run continues the warm-up) moves every average
+    towards the current weights by ``1 - ema_decay_at(decay, n)``.
+    """
+
+    @torch.no_grad()
+    def update(averages: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        weight = 1.0 - ema_decay_at(decay, int(updates))
+        for average, value in zip(averages, current):
+            average.lerp_(value, weight)
+
+    return AveragedModel(model, multi_avg_fn=update)
 
 
 @dataclass
@@ -136,8 +163,7 @@ class _Run:
                                                                            scheduler_factory, collate_fn)
         self.amp = config.mixed_precision and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
-        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
-                    if config.ema_decay is not None else None)
+        self.ema = ema_model(model, config.ema_decay) if config.ema_decay is not None else None
         self.steps_per_epoch = batches_per_epoch(len(train_dataset), config.batch_size, config.drop_last)
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(train_dataset)} training samples make no batch of {config.batch_size}")
