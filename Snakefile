@@ -25,6 +25,7 @@ include: "workflow/rules/ingest.smk"
 include: "workflow/rules/register.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/classify.smk"
+include: "workflow/rules/saliency.smk"
 include: "workflow/rules/mri.smk"
 
 

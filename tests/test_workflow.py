@@ -92,7 +92,9 @@ def test_every_job_left_a_provenance_record(tiny_run, truth):
     rules = {path.parent.name for path in records}
     assert rules == {"synth_ct", "index", "export_series", "convert", "ingest_qc", "exclusions", "labels", "template",
                      "register", "registration_qc", "truth_mask", "preprocess", "preprocess_qc", "splits",
-                     "preprocessing_montage", "train_classifier", "predict_classifier", "classification_report"}
+                     "preprocessing_montage", "train_classifier", "predict_classifier", "classification_report",
+                     "territory_atlas", "territory_map", "train_autoencoder", "train_limited_baseline", "saliency",
+                     "train_acat", "predict_acat", "preactivation_variances", "saliency_report", "acat_report"}
     candidates = pd.read_csv(tiny_run / "results" / DATASET / "index" / "series.tsv", sep="\t").verdict.eq("candidate").sum()
     assert sum(path.parent.name == "convert" for path in records) == candidates
 
@@ -114,9 +116,12 @@ def test_code_change_reruns_exactly_its_rules(tiny_run, tmp_path):
         handle.write("\n# a change to the brain-mask code\n")
     result = snakemake(tiny_run, "--dry-run", env_extra={"PYTHONPATH": str(package)})
     preprocessed = pd.read_csv(tiny_run / "results" / DATASET / "qc" / "preprocess.tsv", sep="\t").status.eq("kept").sum()
+    chapter5 = {"territory_atlas": 1, "territory_map": preprocessed, "train_autoencoder": 1, "train_limited_baseline": 1,
+                "saliency": 5, "train_acat": 4, "predict_acat": 6, "preactivation_variances": 1, "saliency_report": 1,
+                "acat_report": 1}  # tiny.yaml: 4 full-run maps + 1 at half the data; (acat, smic) + smic on gradient
     assert _job_counts(result.stdout) == {"preprocess": preprocessed, "preprocess_qc": 1, "splits": 1,
                                           "preprocessing_montage": 1, "exclusions": 1, "train_classifier": 1,
-                                          "predict_classifier": 1, "classification_report": 1, "all": 1}
+                                          "predict_classifier": 1, "classification_report": 1, "all": 1, **chapter5}
 
 
 def _job_counts(dry_run_output: str) -> dict[str, int]:
@@ -128,3 +133,53 @@ def _job_counts(dry_run_output: str) -> dict[str, int]:
             break
         counts[parts[0]] = int(parts[1])
     return counts
+
+
+def test_saliency_maps_cover_every_scan_slice_for_slice(tiny_run):
+    """Chapter 5: one map per scan of the seed's splits, per method and run, on its tensor's (S, H, W) grid."""
+    from cfbrain.preprocess.ct import load_tensor
+    from cfbrain.saliency import read_saliency
+    root = tiny_run / "results" / DATASET
+    split = pd.read_csv(root / "splits" / "seed0.tsv", sep="\t")
+    folders = sorted((root / "saliency").glob("*/*/seed0"))
+    assert {f"{f.parts[-3]}/{f.parts[-2]}" for f in folders} >= {"full/counterfactual", "full/gradient",
+                                                                  "full/gradcam", "full/latent_shift",
+                                                                  "frac0.5/counterfactual"}
+    for folder in folders:
+        assert sorted(p.stem for p in folder.glob("*.npz")) == sorted(split.scan)
+        for scan in split.scan:
+            values = read_saliency(folder / f"{scan}.npz").values
+            assert values.shape == load_tensor(root / "preproc" / scan / "tensor.npz").image.shape
+            assert 0 <= values.min() and values.max() <= 1
+
+
+def test_territories_hold_the_synthetic_lesions(tiny_run):
+    """The synthetic atlas carried into each tensor grid puts most lesion voxels in the scan's true territories
+    (the registration, the label resampling and the preprocessing geometry agree)."""
+    from cfbrain.preprocess.ct import load_tensor
+    from cfbrain.saliency import read_territory_map, true_labels
+    from cfbrain.train.stroke import scan_table
+    root = tiny_run / "results" / DATASET
+    split = scan_table(pd.read_csv(root / "splits" / "seed0.tsv", sep="\t"), pd.read_csv(root / "labels.tsv", sep="\t"))
+    inside, total = 0, 0
+    for row in split[split.lesion == 1].itertuples():
+        lesion = load_tensor(root / "preproc" / row.scan / "tensor.npz").lesion_mask > 0
+        territory = read_territory_map(root / "territories" / f"{row.scan}.npz")
+        inside += int(pd.Series(territory[lesion]).isin(true_labels(row.territory, row.side)).sum())
+        total += int(lesion.sum())
+    assert total > 0 and inside / total > 0.9  # measured 0.98: the rest are lesion edges
+
+
+def test_chapter5_tables(tiny_run):
+    root = tiny_run / "results" / DATASET
+    saliency = (root / "tables" / "saliency.md").read_text()
+    for method in ("counterfactual", "latent_shift", "gradient", "gradcam"):
+        assert f"| {method} |" in saliency
+    acat = (root / "tables" / "acat.md").read_text()
+    for heading in ("Table 5.1", "Table 5.2", "Table 5.3", "Table 5.4", "Table 5.5", "Table 5.6"):
+        assert f"## {heading}" in acat
+    assert "| ACAT |" in acat and "| SMIC – gradient maps |" in acat
+    metrics = pd.read_csv(root / "metrics" / "acat.tsv", sep="\t")
+    assert set(zip(metrics.run, metrics.model, metrics.maps)) == {
+        ("full", "mtl", "none"), ("full", "acat", "counterfactual"), ("full", "smic", "counterfactual"),
+        ("full", "smic", "gradient"), ("frac0.5", "mtl", "none"), ("frac0.5", "acat", "counterfactual")}

@@ -16,7 +16,11 @@ rule train_classifier:
         curves=report(res("models/{model}/seed{seed}/training_curves.png"), caption="../report/training_curves.rst",
                       category="2. Classification", subcategory="{dataset}",
                       labels={"result": "4 Training curves: {model}, seed {seed}"}),
+    wildcard_constraints:
+        model=r"mtl|resnet18|resnet50|full_brain_cnn|vit|swin",
     params:
+        model=lambda wc: wc.model,
+        train_fraction=1.0,
         checkpoints=resume_state("{model}/seed{seed}"),
         settings=config["classification"]["training"],
         seed=lambda wc: int(wc.seed),

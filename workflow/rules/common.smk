@@ -181,5 +181,5 @@ def all_targets():
                     f"{root}/figures/preprocessing_montage.png"]
         targets += [f"{root}/splits/seed{seed}.tsv" for seed in config["splits"]["seeds"]]
         if has_labels(dataset):
-            targets += [f"{root}/labels.tsv", f"{root}/tables/classification.md"]
+            targets += [f"{root}/labels.tsv", f"{root}/tables/classification.md", *chapter5_targets(dataset)]
     return targets

@@ -147,7 +147,7 @@ rule train_ddpm:
         weights=res("models/ddpm_{network}/final.pt"),
         log=res("models/ddpm_{network}/train_log.tsv"),
         curves=report(res("models/ddpm_{network}/training_curves.png"), caption="../report/mri_training_curves.rst",
-                      category="3. MedEdit", subcategory="{dataset}",
+                      category="5. MedEdit", subcategory="{dataset}",
                       labels={"result": "5 Training curves: DDPM {network}"}),
     params:
         checkpoints=resume_state("ddpm_{network}"),
@@ -173,7 +173,7 @@ rule train_segmenter:
         weights=res("models/segmenter/final.pt"),
         log=res("models/segmenter/train_log.tsv"),
         curves=report(res("models/segmenter/training_curves.png"), caption="../report/mri_training_curves.rst",
-                      category="3. MedEdit", subcategory="{dataset}",
+                      category="5. MedEdit", subcategory="{dataset}",
                       labels={"result": "6 Training curves: lesion segmenter"}),
     params:
         checkpoints=resume_state("segmenter"),
@@ -199,7 +199,7 @@ rule train_feature_ae:
         weights=res("models/feature_ae/final.pt"),
         log=res("models/feature_ae/train_log.tsv"),
         curves=report(res("models/feature_ae/training_curves.png"), caption="../report/mri_training_curves.rst",
-                      category="3. MedEdit", subcategory="{dataset}",
+                      category="5. MedEdit", subcategory="{dataset}",
                       labels={"result": "7 Training curves: FID/KID feature autoencoder"}),
     params:
         checkpoints=resume_state("feature_ae"),
@@ -302,9 +302,9 @@ rule mededit_table:
                                     pairing=pairings(wc.dataset)),
     output:
         table=res("tables/mededit.md"),
-        html=report(res("tables/mededit.html"), caption="../report/mededit_table.rst", category="3. MedEdit",
+        html=report(res("tables/mededit.html"), caption="../report/mededit_table.rst", category="5. MedEdit",
                     subcategory="{dataset}", labels={"result": "1 MedEdit tables (Tables 5.1-5.8)"}),
-        metrics=report(res("metrics/mededit.tsv"), caption="../report/mededit_metrics.rst", category="3. MedEdit",
+        metrics=report(res("metrics/mededit.tsv"), caption="../report/mededit_metrics.rst", category="5. MedEdit",
                        subcategory="{dataset}", labels={"result": "2 Scores per method and pairing (TSV, download)"}),
     params:
         code=script_code("mededit_table.py"),
@@ -320,7 +320,7 @@ rule mededit_figure:
         counterfactuals=expand(res("counterfactuals/{pairing}/{method}.npz"), method=figure_methods(),
                                allow_missing=True),
     output:
-        report(res("figures/mededit_{pairing}.png"), caption="../report/mededit_figure.rst", category="3. MedEdit",
+        report(res("figures/mededit_{pairing}.png"), caption="../report/mededit_figure.rst", category="5. MedEdit",
                subcategory="{dataset}", labels={"result": "3 Counterfactuals and difference maps: {pairing} pairing"}),
     params:
         n_examples=MEDEDIT.get("evaluation", {}).get("n_examples"),

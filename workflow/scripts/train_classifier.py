@@ -12,6 +12,7 @@ with snakemake_job(snakemake) as job:
                  f"scans in the training split of seed {snakemake.wildcards.seed}")
     scans = scan_table(split, pd.read_csv(snakemake.input.labels, sep="\t"))
     tensor_dir = {Path(p).name: Path(p) for p in snakemake.input.tensors}
-    train_classifier(snakemake.wildcards.model, scans, tensor_dir,
+    train_classifier(snakemake.params.model, scans, tensor_dir,
                      ClassifierSettings.from_mapping(snakemake.params.settings), snakemake.params.seed,
-                     Path(snakemake.output.weights).parent, job.resume_dir(snakemake.params.checkpoints))
+                     Path(snakemake.output.weights).parent, job.resume_dir(snakemake.params.checkpoints),
+                     train_fraction=snakemake.params.train_fraction)
