@@ -33,7 +33,7 @@ PARTITION = "debug"
 # Finished jobs stay visible to squeue/scontrol this long. The plugin's squeue status mode needs it well
 # above its longest poll interval (180 s) and above 3 x --slurm-init-seconds-before-status-checks,
 # or it falls back to sacct by itself, which has nothing to read without an accounting database.
-MIN_JOB_AGE = 600
+MIN_JOB_AGE = 3600  # a whole tiny run on a loaded 2-core machine (11 min seen) must stay visible
 
 
 @dataclass
