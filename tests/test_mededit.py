@@ -12,12 +12,16 @@ import pytest
 import torch
 
 from cfbrain.mededit.evaluate import (SUMMARY_COLUMNS, evaluate_counterfactuals, example_indices, figure_grid,
-                                             mededit_markdown)
-from cfbrain.mededit.methods import (MethodSpec, ablation_methods, editable_region, load_counterfactuals,
-                                           parse_method, pixel_kernel, run_method, save_counterfactuals)
+                                      mededit_markdown, method_cells)
+from cfbrain.mededit.methods import (CounterfactualSet, MethodSpec, ablation_methods, editable_region,
+                                     load_counterfactuals, parse_method, pixel_kernel, run_method,
+                                     save_counterfactuals)
 from cfbrain.mededit.nnunet import (NnUNetSettings, case_ids, export_for_nnunet, export_training_set,
                                           nnunet_segment, predict_command, read_predicted_masks)
-from cfbrain.mededit.pipeline import lesion_segmentation
+from cfbrain.mededit import pipeline
+from cfbrain.mededit.pipeline import DenoiserTraining, SamplingSettings, lesion_segmentation, train_denoiser
+from cfbrain.models.diffusion_unet import DiffusionUNetConfig
+from cfbrain.train.loop import constant_lr
 from cfbrain.mededit.triplets import counterpart_triplets, load_triplets, random_triplets, save_triplets
 from cfbrain.diffusion.masks import dilate
 from cfbrain.diffusion.schedule import NoiseSchedule
@@ -198,14 +202,14 @@ def test_experiment_end_to_end(tmp_path):
             rows.append(summary)
             per_image.append(images)
             results.append(loaded)
-        table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-        assert (table["dice"] == 1.0).all()  # the "segmentation" is the conditioning mask itself
+        table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS).assign(seed=0)
+        assert (table["dice"] == 1.0).all()  # the "segmentation" is the conditioning mask (rectangles here)
         naive = table.set_index("method").loc["naive_repaint"]
         assert naive["fidelity_error"] == pytest.approx(0.0, abs=1e-6)  # inpaints the lesion only
         if triplets.mode == "counterpart":
             assert table["n_indirect"].eq(2).all() and table["indirect_effect"].between(0, 1).all()
             ceilings = table.set_index("method")["indirect_ceiling"]
-            assert ceilings["palette"] == 1.0 and ceilings["sdedit"] == 1.0 and ceilings["naive_repaint"] == 0.0
+            assert ceilings["sdedit"] == 1.0 and ceilings["naive_repaint"] == 0.0 and ceilings["palette"] == 0.0
         else:
             assert table["indirect_effect"].isna().all()
         markdown = mededit_markdown(table, f"toy ({triplets.mode})")
@@ -216,6 +220,89 @@ def test_experiment_end_to_end(tmp_path):
         figure = tmp_path / f"grid_{triplets.mode}.png"
         figure_grid(results[:4], triplets, figure, n_examples=2)
         assert figure.stat().st_size > 1000
+
+
+def test_box_conditioning_is_scored_against_the_true_lesion_mask():
+    """Thesis §4.1: Dice/IoU of the box fitted to the segmentation against the ground-truth pathology mask.
+    An L-shaped lesion segmented perfectly fills 3 of its box's 4 quadrants: Dice 6/7 against the truth,
+    1 against the conditioning box (the extra column)."""
+    slices = toy_slices()
+    lesion = np.zeros((SIZE, SIZE), np.uint8)
+    lesion[6:10, 8:12] = 1
+    lesion[8:10, 10:12] = 0  # L shape: 12 of the 16 pixels of its box
+    slices.lesion_mask[:2] = lesion
+    triplets = random_triplets(slices, ["scan0", "scan1"], ["scan3", "scan4"], seed=0)
+    box = triplets.pathology_mask(box=True)
+    result = CounterfactualSet(method="mededit_box", prior_scan=triplets.prior_scan, mask_scan=triplets.mask_scan,
+                               prior=triplets.prior, counterfactual=triplets.prior, mask=box,
+                               brain_mask=triplets.brain_mask, evaluations=0)
+    features = np.random.default_rng(0).normal(size=(4, 3))
+    summary, images = evaluate_counterfactuals(result, triplets, triplets.lesion_mask, features, features[:2],
+                                               n_bootstrap=2, kid_subsets=2)
+    assert summary["dice"] == pytest.approx(2 * 12 / (16 + 12)) and summary["iou"] == pytest.approx(12 / 16)
+    assert summary["condition_box_dice"] == 1.0 and images["dice"].tolist() == [summary["dice"]] * 2
+    mask_result = CounterfactualSet(**{**result.__dict__, "method": "mededit", "mask": triplets.lesion_mask})
+    mask_summary, _ = evaluate_counterfactuals(mask_result, triplets, triplets.lesion_mask, features, features[:2],
+                                               n_bootstrap=2, kid_subsets=2)
+    assert mask_summary["dice"] == 1.0
+
+
+def test_tables_report_mean_and_standard_error_over_seeds():
+    row = {column: 0.5 for column in SUMMARY_COLUMNS if column != "method"}
+    one = pd.DataFrame([{**row, "method": "mededit", "seed": 0, "dice": 0.6, "fid_mean": 8.0, "fid_std": 0.4}])
+    assert method_cells(one).loc["mededit", "dice"] == "0.600"
+    assert method_cells(one).loc["mededit", "fid"] == "8 ± 0.4"  # one seed: the bootstrap spread
+    three = pd.DataFrame([{**row, "method": "mededit", "seed": seed, "dice": dice, "fid_mean": fid, "fid_std": 9.0}
+                          for seed, dice, fid in [(0, 0.6, 8.0), (1, 0.7, 9.0), (2, 0.8, 10.0)]])
+    cells = method_cells(three).loc["mededit"]
+    assert cells["dice"] == "0.700 ± 0.058" and cells["fid"] == "9 ± 0.58"  # SD 0.1 (1.0) / sqrt(3)
+    markdown = mededit_markdown(three, "toy")
+    assert "| MedEdit | 0.5 ± 0 | 9 ± 0.58 |" in markdown
+    assert "Mean ± standard error over 3 training seeds (0, 1, 2" in markdown
+    assert "One training seed (0)" in mededit_markdown(one, "toy")
+
+
+def test_denoisers_train_as_thesis_000_by_default(monkeypatch):
+    """Constant learning rate, the pathological training slices, x̂0 unclipped, the run's seed."""
+    settings = DenoiserTraining.from_mapping({"epochs": 1, "batch_size": 2}, seed=4)
+    assert (settings.lr_schedule, settings.slices, settings.train.seed) == ("constant", "pathological", 4)
+    assert SamplingSettings().clip_x0 is False
+    with pytest.raises(ValueError, match="mededit.seeds"):
+        DenoiserTraining.from_mapping({"seed": 0}, seed=1)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        DenoiserTraining.from_mapping({"lr_schedule": "step"}, seed=1)
+    calls = {}
+
+    def fake_fit(model, phases, train, val, config, out_dir, **options):
+        calls.update(n_train=len(train), n_val=len(val), seed=config.seed, scheduler=options["scheduler_factory"])
+
+    monkeypatch.setattr(pipeline, "fit", fake_fit)
+    splits = pd.DataFrame({"scan": [f"scan{i}" for i in range(5)], "split": ["train", "train", "val", "train", "val"],
+                           "lesion_area": [16, 20, 24, 0, 0]})
+    tiny = DiffusionUNetConfig(channels=(8, 8), attention_levels=(False, False), num_head_channels=8, norm_num_groups=4)
+    train_denoiser("mededit", tiny, settings, toy_slices(), splits, "out", "resume")
+    assert calls == {"n_train": 2, "n_val": 1, "seed": 4, "scheduler": constant_lr}
+    everything = DenoiserTraining.from_mapping({"slices": "all", "lr_schedule": "cosine"}, seed=0)
+    train_denoiser("palette", tiny, everything, toy_slices(), splits, "out", "resume")
+    assert calls["n_train"] == 3 and calls["n_val"] == 2 and calls["scheduler"] is not constant_lr
+
+
+@pytest.mark.parametrize("method", ["palette", "naive_repaint", "sdedit", "mededit"])
+def test_clip_x0_reaches_every_sampler(method, monkeypatch):
+    from cfbrain.diffusion import samplers
+
+    seen = []
+
+    def spy(eps_model, image, *masks, **options):
+        seen.append(options["clip_x0"])
+        return samplers.SamplerResult(image, 0)
+
+    monkeypatch.setattr(samplers, method, spy)
+    triplets = random_triplets(toy_slices(), ["scan0"], ["scan3"], seed=0)
+    models = {"mededit": zeros_eps, "palette": zeros_eps}
+    run_method(method, models, triplets, **FAST)
+    run_method(method, models, triplets, clip_x0=True, **FAST)
+    assert seen == [False, True]
 
 
 def test_example_indices_spread_over_lesion_sizes():

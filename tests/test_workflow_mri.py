@@ -50,9 +50,11 @@ def run(tmp_path_factory):
 def test_table_has_a_row_per_method_and_pairing_with_scores_in_range(run):
     metrics = pd.read_csv(run / "metrics" / "mededit.tsv", sep="\t")
     assert sorted(zip(metrics.pairing, metrics.method)) == sorted((p, m) for p in PAIRINGS for m in METHODS)
-    for column in ("fid_mean", "fid_std", "kid_mean", "dice", "box_dice", "box_iou", "dice_x_fid", "fidelity_error"):
+    for column in ("fid_mean", "fid_std", "kid_mean", "dice", "iou", "condition_box_dice", "dice_x_fid",
+                   "fidelity_error"):
         assert np.isfinite(metrics[column]).all(), column
-    for column in ("dice", "box_dice", "box_iou"):
+    assert (metrics.seed == 0).all()
+    for column in ("dice", "iou", "condition_box_dice"):
         assert metrics[column].between(0, 1).all(), column
     assert (metrics.fid_mean >= 0).all() and (metrics.fidelity_error >= 0).all()
     counterpart, random = metrics[metrics.pairing == "counterpart"], metrics[metrics.pairing == "random"]
@@ -114,6 +116,19 @@ def test_default_config_plans_every_method_and_ablation(tmp_path):
     assert counts["mededit_run"] == 2 * len(methods)
     assert counts["train_ddpm"] == len({("palette" if m.startswith("palette") else "mededit") + ("_box" * ("_box" in m))
                                         for m in methods})
+
+
+def test_seeds_multiply_the_denoisers_runs_and_scores(tmp_path):
+    config = yaml.safe_load(TINY.read_text())
+    config["mededit"]["seeds"] = [0, 1]
+    configfile = tmp_path / "seeds.yaml"
+    configfile.write_text(yaml.safe_dump(config, allow_unicode=True))
+    result = snakemake(tmp_path, configfile, "--dry-run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    assert counts["train_ddpm"] == 2 * 4 and counts["mededit_run"] == 2 * len(METHODS) * len(PAIRINGS)
+    assert counts["mededit_score"] == 2 * 2 and counts["train_segmenter"] == 1 and counts["mededit_figure"] == 2
+    assert f"results/{DATASET}/models/ddpm_mededit/seed1/final.pt" in result.stdout
 
 
 def test_nnunet_dataset_is_the_training_split(run):

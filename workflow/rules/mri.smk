@@ -1,6 +1,7 @@
-# Thesis 000 (MedEdit), datasets with modality mri: one axial slice per scan -> conditional DDPMs, lesion
-# segmenter and FID features trained on the training split -> counterfactuals of the test split per method
-# -> scores -> tables/mededit.md and the Figure 5.1 grid.
+# Thesis 000 (MedEdit), datasets with modality mri: one axial slice per scan -> conditional DDPMs (one per
+# training seed of mededit.seeds), lesion segmenter and FID features trained on the training split ->
+# counterfactuals of the test split per method and seed -> scores per seed -> tables/mededit.md (mean ± standard
+# error over seeds) and the Figure 5.1 grid (first seed).
 
 from cfbrain.mededit.methods import ablation_methods, parse_method
 
@@ -22,6 +23,11 @@ def mededit_methods():
 def figure_methods():
     """Methods in the figure grid: the configured ones (ablations only in the tables)."""
     return list(MEDEDIT.get("methods", []))
+
+
+def mededit_seeds():
+    """Training seeds of the denoisers (and the sampler noise and FID bootstrap of their runs)."""
+    return list(MEDEDIT.get("seeds", []))
 
 
 def is_synthetic_mri(dataset):
@@ -70,6 +76,7 @@ def mri_targets(dataset):
 wildcard_constraints:
     network=r"(mededit|palette)(_box)?",
     pairing=r"random|counterpart",
+    seed=r"[0-9]+",
     method=METHOD_REGEX,
 
 
@@ -144,23 +151,24 @@ rule train_ddpm:
         slices=res("mri/slices.npz"),
         splits=res("mri/splits.tsv"),
     output:
-        weights=res("models/ddpm_{network}/final.pt"),
-        log=res("models/ddpm_{network}/train_log.tsv"),
-        curves=report(res("models/ddpm_{network}/training_curves.png"), caption="../report/mri_training_curves.rst",
+        weights=res("models/ddpm_{network}/seed{seed}/final.pt"),
+        log=res("models/ddpm_{network}/seed{seed}/train_log.tsv"),
+        curves=report(res("models/ddpm_{network}/seed{seed}/training_curves.png"),
+                      caption="../report/mri_training_curves.rst",
                       category="5. MedEdit", subcategory="{dataset}",
-                      labels={"result": "5 Training curves: DDPM {network}"}),
+                      labels={"result": "5 Training curves: DDPM {network}, seed {seed}"}),
     params:
-        checkpoints=resume_state("ddpm_{network}"),
+        checkpoints=resume_state("ddpm_{network}/seed{seed}"),
         unet=MEDEDIT.get("ddpm", {}).get("unet"),
         training=MEDEDIT.get("ddpm", {}).get("training"),
-        seed=lambda wc: MEDEDIT["ddpm"]["training"].get("seed", 0),
+        seed=lambda wc: int(wc.seed),
         code=script_code("train_ddpm.py"),
     threads: 2
     resources:
         gpu=1,
         mem_mb=8000,
     log:
-        log_path("train_ddpm/{network}"),
+        log_path("train_ddpm/{network}_seed{seed}"),
     script:
         "../scripts/train_ddpm.py"
 
@@ -252,20 +260,20 @@ rule mededit_triplets:
 rule mededit_run:
     input:
         triplets=res("counterfactuals/{pairing}/triplets.npz"),
-        weights=lambda wc: res(f"models/ddpm_{parse_method(wc.method).network}/final.pt"),
+        weights=lambda wc: res(f"models/ddpm_{parse_method(wc.method).network}/seed{wc.seed}/final.pt"),
     output:
-        res("counterfactuals/{pairing}/{method}.npz"),
+        res("counterfactuals/{pairing}/seed{seed}/{method}.npz"),
     params:
         unet=MEDEDIT.get("ddpm", {}).get("unet"),
         sampling=MEDEDIT.get("sampling"),
-        seed=MEDEDIT.get("sampling", {}).get("seed", 0),
+        seed=lambda wc: int(wc.seed),
         code=script_code("mededit_run.py"),
     threads: 2
     resources:
         gpu=1,
         mem_mb=4000,
     log:
-        log_path("mededit_run/{pairing}_{method}"),
+        log_path("mededit_run/{pairing}_seed{seed}_{method}"),
     script:
         "../scripts/mededit_run.py"
 
@@ -274,32 +282,32 @@ rule mededit_score:
     input:
         unpack(feature_weights),
         unpack(segmenter_weights),
-        counterfactuals=expand(res("counterfactuals/{pairing}/{method}.npz"), method=mededit_methods(),
+        counterfactuals=expand(res("counterfactuals/{pairing}/seed{seed}/{method}.npz"), method=mededit_methods(),
                                allow_missing=True),
         triplets=res("counterfactuals/{pairing}/triplets.npz"),
         slices=res("mri/slices.npz"),
         splits=res("mri/splits.tsv"),
     output:
-        summary=res("metrics/mededit/{pairing}.tsv"),
-        images=res("metrics/mededit/{pairing}_images.tsv"),
+        summary=res("metrics/mededit/seed{seed}/{pairing}.tsv"),
+        images=res("metrics/mededit/seed{seed}/{pairing}_images.tsv"),
     params:
         segmenter=MEDEDIT.get("segmenter"),
         segmenter_backend=segmenter_backend(),
         autoencoder=MEDEDIT.get("features", {}).get("autoencoder"),
         radimagenet_weights=MEDEDIT.get("features", {}).get("radimagenet_weights"),
         evaluation=MEDEDIT.get("evaluation"),
-        seed=MEDEDIT.get("sampling", {}).get("seed", 0),
+        seed=lambda wc: int(wc.seed),
         code=script_code("mededit_score.py"),
     log:
-        log_path("mededit_score/{pairing}"),
+        log_path("mededit_score/{pairing}_seed{seed}"),
     script:
         "../scripts/mededit_score.py"
 
 
 rule mededit_table:
     input:
-        summaries=lambda wc: expand(res("metrics/mededit/{pairing}.tsv"), dataset=wc.dataset,
-                                    pairing=pairings(wc.dataset)),
+        summaries=lambda wc: expand(res("metrics/mededit/seed{seed}/{pairing}.tsv"), dataset=wc.dataset,
+                                    pairing=pairings(wc.dataset), seed=mededit_seeds()),
     output:
         table=res("tables/mededit.md"),
         html=report(res("tables/mededit.html"), caption="../report/mededit_table.rst", category="5. MedEdit",
@@ -317,8 +325,8 @@ rule mededit_table:
 rule mededit_figure:
     input:
         triplets=res("counterfactuals/{pairing}/triplets.npz"),
-        counterfactuals=expand(res("counterfactuals/{pairing}/{method}.npz"), method=figure_methods(),
-                               allow_missing=True),
+        counterfactuals=expand(res("counterfactuals/{pairing}/seed{seed}/{method}.npz"), method=figure_methods(),
+                               seed=mededit_seeds()[:1], allow_missing=True),
     output:
         report(res("figures/mededit_{pairing}.png"), caption="../report/mededit_figure.rst", category="5. MedEdit",
                subcategory="{dataset}", labels={"result": "3 Counterfactuals and difference maps: {pairing} pairing"}),

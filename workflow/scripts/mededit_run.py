@@ -15,6 +15,6 @@ with snakemake_job(snakemake) as job:
     result = edit(method, load_triplets(snakemake.input.triplets),
                   {parse_method(method).network: Path(snakemake.input.weights)},
                   DiffusionUNetConfig.from_mapping(snakemake.params.unet),
-                  SamplingSettings.from_mapping(snakemake.params.sampling), select_device())
+                  SamplingSettings.from_mapping(snakemake.params.sampling), snakemake.params.seed, select_device())
     save_counterfactuals(snakemake.output[0], result)
     job.log.info("%s: %d counterfactuals, %d network calls", method, len(result.prior_scan), result.evaluations)

@@ -26,6 +26,7 @@ with snakemake_job(snakemake) as job:
                             n_bootstrap=params.evaluation["n_bootstrap"], kid_subsets=params.evaluation["kid_subsets"],
                             seed=params.seed)
     summary.insert(0, "pairing", snakemake.wildcards.pairing)
+    summary.insert(1, "seed", params.seed)
     summary["feature_extractor"] = feature_extractor_name(params.radimagenet_weights)
     summary.to_csv(snakemake.output.summary, sep="\t", index=False)
     images.to_csv(snakemake.output.images, sep="\t", index=False)

@@ -22,7 +22,8 @@ experiment parameter (0.2 strokes, 0.6 tumours). Priors go from [0, 1] to [-1, 1
 Results (:class:`CounterfactualSet`, .npz via :func:`save_counterfactuals`): ``prior``, ``counterfactual``
 float32 (N, H, W) in [0, 1], ``difference = counterfactual - prior`` in [-1, 1], the conditioning
 ``mask`` and the prior's ``brain_mask`` uint8, the triplet names, the method and the network calls made.
-Image ``i`` of a run uses sampler seed ``seed + i``, so a result does not depend on the batch size.
+Image ``i`` of a run with seed ``s`` draws its sampler noise from :func:`image_seeds` (``SeedSequence([s, i])``),
+so a result does not depend on the batch size and runs with different seeds share no noise.
 """
 from __future__ import annotations
 
@@ -111,10 +112,10 @@ def pixel_kernel(kernel_size: int, image_side: int) -> int:
 
 def editable_region(spec: MethodSpec | str, mask: np.ndarray, brain_mask: np.ndarray) -> np.ndarray:
     """bool (N, H, W): the pixels a method's sampler may change, for conditioning masks and brain masks
-    (N, H, W): naïve RePaint the mask, MedEdit the mask dilated by its (scaled) kernel inside the brain,
-    Palette and SDEdit the whole image (both regenerate it)."""
+    (N, H, W): naïve RePaint and Palette the mask (both keep the input outside it), MedEdit the mask dilated
+    by its (scaled) kernel inside the brain, SDEdit the whole image (it regenerates it)."""
     spec = parse_method(spec) if isinstance(spec, str) else spec
-    if spec.base == "naive_repaint":
+    if spec.base in ("naive_repaint", "palette"):
         return np.asarray(mask) > 0
     if spec.base == "mededit":
         kernel = pixel_kernel(spec.kernel_size, np.shape(mask)[-1])
@@ -141,11 +142,16 @@ class CounterfactualSet:
         return self.counterfactual - self.prior
 
 
+def image_seeds(seed: int, start: int, stop: int) -> list[int]:
+    """Sampler seeds of images ``start..stop-1`` of a run with seed ``seed``: ``SeedSequence([seed, i])``."""
+    return [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(start, stop)]
+
+
 def _edit_batch(spec: MethodSpec, eps_model: samplers.EpsModel, prior: torch.Tensor, mask: torch.Tensor,
                 brain: torch.Tensor, seeds: list[int], schedule: NoiseSchedule, stride: int,
-                sdedit_ratio: float) -> samplers.SamplerResult:
+                sdedit_ratio: float, clip_x0: bool) -> samplers.SamplerResult:
     """One sampler call on a batch in [-1, 1] (B, 1, H, W) with masks (B, 1, H, W)."""
-    common = {"schedule": schedule, "stride": stride, "seeds": seeds}
+    common = {"schedule": schedule, "stride": stride, "seeds": seeds, "clip_x0": clip_x0}
     if spec.base == "mededit":
         kernel = pixel_kernel(spec.kernel_size, prior.shape[-1])
         return samplers.mededit(eps_model, prior, mask, brain, kernel_size=kernel,
@@ -159,9 +165,10 @@ def _edit_batch(spec: MethodSpec, eps_model: samplers.EpsModel, prior: torch.Ten
 
 def run_method(spec: MethodSpec | str, eps_models: Mapping[str, samplers.EpsModel], triplets: Triplets, *,
                sdedit_ratio: float = 0.2, schedule: NoiseSchedule | None = None, stride: int = 1,
-               batch_size: int = 16, seed: int = 0, device: str | torch.device = "cpu") -> CounterfactualSet:
+               batch_size: int = 16, seed: int = 0, clip_x0: bool = False,
+               device: str | torch.device = "cpu") -> CounterfactualSet:
     """Counterfactuals of every triplet with one method (module docstring), ``batch_size`` images per
-    sampler call on ``device`` (where the denoiser must live)."""
+    sampler call on ``device`` (where the denoiser must live); ``clip_x0`` as the samplers' (off: eq. 3.1)."""
     spec = parse_method(spec) if isinstance(spec, str) else spec
     schedule = schedule or NoiseSchedule()
     if spec.network not in eps_models:
@@ -177,8 +184,8 @@ def run_method(spec: MethodSpec | str, eps_models: Mapping[str, samplers.EpsMode
             return torch.from_numpy(np.asarray(array[start:stop], np.float32)[:, None]).to(device)
 
         result = _edit_batch(spec, eps_model, unit_to_diffusion(tensor(triplets.prior)), tensor(masks),
-                             tensor(triplets.brain_mask), list(range(seed + start, seed + stop)), schedule, stride,
-                             sdedit_ratio)
+                             tensor(triplets.brain_mask), image_seeds(seed, start, stop), schedule, stride,
+                             sdedit_ratio, clip_x0)
         outputs.append(diffusion_to_unit(result.images)[:, 0].float().cpu().numpy())
         evaluations += result.evaluations
     height, width = triplets.prior.shape[1:]

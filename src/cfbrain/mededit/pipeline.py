@@ -1,9 +1,10 @@
 """The MRI editing experiment as the workflow runs it (thesis 000 §4-5): one function per workflow step.
 
 Steps: slices of a source (:func:`source_slices`), a split by subject (:func:`slice_splits`), training of
-the denoisers, the segmenter and the feature autoencoder on the training split (:func:`train_on_slices`),
-triplets of the test split (:func:`experiment_triplets`), one editing method over them (:func:`edit`) and
-its scores (:func:`score`).
+the denoisers (:func:`train_denoiser`, one per training seed of ``mededit.seeds``), the segmenter and the
+feature autoencoder on the training split (:func:`train_on_slices`), triplets of the test split
+(:func:`experiment_triplets`), one editing method over them with a seed's denoiser (:func:`edit`) and its
+scores (:func:`score`), the tables over seeds (:func:`mededit_report`).
 
 Sources (``kind``): ``synthetic_mri`` (a cohort of :mod:`cfbrain.synth.mri`; ``lesion`` picks its stroke or
 tumour dataset), ``atlas`` (ATLAS v2.0 BIDS root), ``brats`` (BraTS 2023 root). Slices are ``size`` x
@@ -32,7 +33,7 @@ from cfbrain.mededit.methods import CounterfactualSet, parse_method, run_method
 from cfbrain.mededit.nnunet import NnUNetSettings, nnunet_segment
 from cfbrain.mededit.triplets import Triplets, counterpart_triplets, random_triplets
 from cfbrain.metrics.generative import extract_features
-from cfbrain.models.diffusion_unet import DiffusionUNetConfig, load_eps_model
+from cfbrain.models.diffusion_unet import DiffusionUNetConfig, diffusion_phase, diffusion_unet, load_eps_model
 from cfbrain.models.segmenter import SegmenterConfig, load_segmenter, segment
 from cfbrain.preprocess.mri import (ATLAS_SPEC, BRATS_SPEC, MRISliceSet, MRISliceSpec, find_atlas_pairs,
                                     find_brats_pairs, process_mri_dataset)
@@ -40,6 +41,7 @@ from cfbrain.preprocess.splits import patient_splits
 from cfbrain.settings import from_mapping
 from cfbrain.synth.mri import TruthSlices, find_synthetic_pairs, slice_spec
 from cfbrain.train import SeededTransformDataset, TrainConfig, Phase, fit, seed_everything
+from cfbrain.train.loop import SchedulerFactory, constant_lr, cosine_annealing
 
 log = logging.getLogger(__name__)
 
@@ -103,21 +105,25 @@ def train_settings(values: Mapping) -> TrainConfig:
 
 
 def train_on_slices(build: Callable[[], nn.Module], phase: Phase, slices: MRISliceSet, splits: pd.DataFrame,
-                    config: TrainConfig, out_dir: Path, checkpoint_dir: Path) -> Path:
-    """Train the model ``build()`` makes (built after seeding with ``config.seed``) on the training split,
-    left-right flips as augmentation, validating on the val split when it has slices; resumable from
-    ``checkpoint_dir``. Returns ``out_dir/final.pt`` (``train_log.tsv`` and ``training_curves.png`` beside it).
+                    config: TrainConfig, out_dir: Path, checkpoint_dir: Path, *, pathological_only: bool = False,
+                    scheduler_factory: SchedulerFactory = cosine_annealing) -> Path:
+    """Train the model ``build()`` makes (built after seeding with ``config.seed``) on the training split
+    (its pathological slices only with ``pathological_only``), left-right flips as augmentation, validating
+    on the val split's slices of the same kind when it has some; resumable from ``checkpoint_dir``. Returns
+    ``out_dir/final.pt`` (``train_log.tsv`` and ``training_curves.png`` beside it).
     """
-    train_scans, val_scans = split_scans(splits, "train"), split_scans(splits, "val")
+    kind = True if pathological_only else None
+    train_scans, val_scans = split_scans(splits, "train", kind), split_scans(splits, "val", kind)
     if not train_scans:
-        raise ValueError("the training split is empty")
+        raise ValueError(f"the training split has no {'pathological ' if pathological_only else ''}slice")
     seed_everything(config.seed)
     model = build()
     train = SeededTransformDataset(SliceDataset(select_scans(slices, train_scans)), random_flip, config.seed)
     val = SliceDataset(select_scans(slices, val_scans)) if val_scans else None
     log.info("%s: %d training and %d validation slices, %d epochs", phase.name, len(train_scans),
              len(val_scans), phase.resolved(config)[0])
-    fit(model, [phase], train, val, config, Path(out_dir), checkpoint_dir=Path(checkpoint_dir))
+    fit(model, [phase], train, val, config, Path(out_dir), checkpoint_dir=Path(checkpoint_dir),
+        scheduler_factory=scheduler_factory)
     return Path(out_dir) / "final.pt"
 
 
@@ -129,6 +135,50 @@ def denoiser_variant(network: str) -> tuple[str, bool]:
     return variant, bool(box)
 
 
+LR_SCHEDULES: dict[str, SchedulerFactory] = {"constant": constant_lr, "cosine": cosine_annealing}
+TRAINING_SLICES = ("pathological", "all")
+
+
+@dataclass(frozen=True)
+class DenoiserTraining:
+    """How a denoiser trains: :class:`TrainConfig` plus two choices, both in ``mededit.ddpm.training``.
+
+    Defaults are thesis 000's (§4.1: Adam at a fixed 1e-4 on the pathological training slices, "to generate
+    pathological brain scans"): ``lr_schedule`` ``constant`` (``cosine``: decay to ``min_lr``, the shared
+    loop's default) and ``slices`` ``pathological`` (``all``: the healthy training slices too, with empty
+    pathology masks). The seed is the run's (``mededit.seeds``), never a key of the section.
+    """
+
+    train: TrainConfig
+    lr_schedule: str = "constant"
+    slices: str = "pathological"
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; expected one of {sorted(LR_SCHEDULES)}")
+        if self.slices not in TRAINING_SLICES:
+            raise ValueError(f"unknown training slices {self.slices!r}; expected one of {TRAINING_SLICES}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping, seed: int) -> DenoiserTraining:
+        """From a ``mededit.ddpm.training`` section and the run's seed (unknown keys are an error)."""
+        if "seed" in values:
+            raise ValueError("the denoisers' training seeds are mededit.seeds; remove mededit.ddpm.training.seed")
+        options = {key: values[key] for key in ("lr_schedule", "slices") if key in values}
+        rest = {key: value for key, value in values.items() if key not in options}
+        return cls(train=train_settings({**rest, "seed": seed}), **options)
+
+
+def train_denoiser(network: str, unet: DiffusionUNetConfig, settings: DenoiserTraining, slices: MRISliceSet,
+                   splits: pd.DataFrame, out_dir: Path, checkpoint_dir: Path) -> Path:
+    """Train the denoiser ``network`` (:func:`denoiser_variant` key) with ``settings``; ``out_dir/final.pt``."""
+    variant, box = denoiser_variant(network)
+    return train_on_slices(lambda: diffusion_unet(variant, unet), diffusion_phase(variant, box_masks=box), slices,
+                           splits, settings.train, out_dir, checkpoint_dir,
+                           pathological_only=settings.slices == "pathological",
+                           scheduler_factory=LR_SCHEDULES[settings.lr_schedule])
+
+
 # --------------------------------------------------------------------------- editing
 
 
@@ -136,12 +186,13 @@ def denoiser_variant(network: str) -> tuple[str, bool]:
 class SamplingSettings:
     """How the editing methods are run: ``stride`` subsamples the T = 1000 levels (1 = all, the thesis),
     ``batch_size`` images per sampler call, SDEdit's encoding ratio (thesis: 0.2 strokes, 0.6 tumours),
-    ``seed`` of image 0 (image i uses seed + i)."""
+    ``clip_x0``: clamp ``x̂_0`` to [-1, 1] in every reverse step (thesis: no, eq. 3.1; MONAI's scheduler,
+    which the authors' code uses, clips by default). The sampler seed is the run's (``mededit.seeds``)."""
 
     stride: int = 1
     batch_size: int = 16
     sdedit_ratio: float = 0.2
-    seed: int = 0
+    clip_x0: bool = False
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> SamplingSettings:
@@ -173,14 +224,15 @@ def experiment_triplets(pairing: str, slices: MRISliceSet, splits: pd.DataFrame,
 
 
 def edit(method: str, triplets: Triplets, weights: Mapping[str, Path], unet: DiffusionUNetConfig,
-         sampling: SamplingSettings, device: torch.device) -> CounterfactualSet:
-    """Counterfactuals of every triplet with ``method``; ``weights`` maps the denoiser key the method needs
-    (``MethodSpec.network``) to its trained ``final.pt`` (EMA weights are used)."""
+         sampling: SamplingSettings, seed: int, device: torch.device) -> CounterfactualSet:
+    """Counterfactuals of every triplet with ``method`` and the run's ``seed``; ``weights`` maps the denoiser
+    key the method needs (``MethodSpec.network``) to its trained ``final.pt`` (EMA weights are used)."""
     spec = parse_method(method)
     variant, _ = denoiser_variant(spec.network)
     model = load_eps_model(weights[spec.network], variant, unet, device=device)
     return run_method(spec, {spec.network: model}, triplets, sdedit_ratio=sampling.sdedit_ratio,
-                      stride=sampling.stride, batch_size=sampling.batch_size, seed=sampling.seed, device=device)
+                      stride=sampling.stride, batch_size=sampling.batch_size, seed=seed, clip_x0=sampling.clip_x0,
+                      device=device)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -242,7 +294,8 @@ PAIRING_TITLES = {
 
 def mededit_report(summary: pd.DataFrame, dataset: str) -> str:
     """``tables/mededit.md``: the thesis tables (:func:`~cfbrain.mededit.evaluate.mededit_markdown`) per
-    pairing, from score rows with ``pairing`` and ``feature_extractor`` columns, and the extractor used."""
+    pairing, from score rows with ``pairing``, ``seed`` and ``feature_extractor`` columns, and the extractor
+    used."""
     parts = [mededit_markdown(summary[summary["pairing"] == pairing], f"MedEdit on {dataset}: {title}")
              for pairing, title in PAIRING_TITLES.items() if (summary["pairing"] == pairing).any()]
     parts.append(f"FID/KID feature extractor: {'; '.join(summary['feature_extractor'].unique())}.\n")

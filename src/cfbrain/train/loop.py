@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
+from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -57,6 +57,11 @@ def adam(parameters: list[nn.Parameter], lr: float, config: TrainConfig) -> Opti
 def cosine_annealing(optimizer: Optimizer, total_steps: int, config: TrainConfig) -> LRScheduler:
     """Cosine decay from the phase's lr to ``config.min_lr`` over the phase, stepped per optimizer step."""
     return CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=config.min_lr)
+
+
+def constant_lr(optimizer: Optimizer, total_steps: int, config: TrainConfig) -> LRScheduler:
+    """The phase's lr throughout (``config.min_lr`` unused)."""
+    return LambdaLR(optimizer, lambda step: 1.0)
 
 
 def ema_decay_at(decay: float, updates: int) -> float:
