@@ -2,16 +2,19 @@
 
 For each sampler of :mod:`cfbrain.diffusion.samplers` (MedEdit, naïve RePaint, SDEdit, Palette, Dif-fuse) on a
 batch of synthetic brain-like images with a lesion mask, prints: network evaluations per image (each
-evaluation is one batched forward pass), wall time per image, and the overhead ratio
+evaluation is one batched forward pass), wall time per image, and two overhead ratios
 
-    sampler wall time / (evaluations x one forward pass of the same network on the same batch)
+    isolated:  sampler wall time / (evaluations x one forward pass timed alone just before the run)
+    in-run:    sampler wall time / time spent inside the network's forward passes during the run
 
-with the forward pass timed (median of ``--forwards`` runs) in the same process just before the sampler
-runs. A ratio near 1 means the sampler's own maths (noise draws, masks, schedule) costs nothing next to the
-network. Untrained networks of the configured size (timing does not depend on the weights). Ratios, not
-pass/fail.
+The isolated forward pass is the median of ``--forwards`` passes on the same batch. On a shared machine it
+and a long sampler run see different loads, so the isolated ratio moves by +-20 % between runs; the in-run
+ratio compares the sampler with its own forward passes and measures only what the sampler adds (noise
+draws, masks, schedule maths). A ratio near 1 means that costs nothing next to the network. Each cell is the
+median over ``--repeats`` runs. Untrained networks of the configured size (timing does not depend on the
+weights). Ratios, not pass/fail.
 
-    python bench/sampling.py [--size 64] [--batch 8] [--stride 20] [--channels 16 32 64] [--threads 2]
+    python bench/sampling.py [--size 64] [--batch 8] [--stride 20] [--channels 16 32 64] [--threads 2] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -53,6 +56,29 @@ def forward_seconds(model: torch.nn.Module, x: torch.Tensor, cond: torch.Tensor 
     return statistics.median(times)
 
 
+class TimedModel:
+    """Wraps an ``eps_model`` and adds up the wall time spent inside its calls."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.seconds = model, 0.0
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        start = time.perf_counter()
+        eps = self.model(x_t, t, cond)
+        self.seconds += time.perf_counter() - start
+        return eps
+
+
+def measure(model: torch.nn.Module, cond: torch.Tensor | None, run, image: torch.Tensor, forwards: int
+            ) -> tuple[int, float, float, float]:
+    """(evaluations, sampler seconds, isolated forward seconds, seconds inside the network) of one run."""
+    one_forward = forward_seconds(model, image, cond, forwards)
+    timed = TimedModel(model)
+    start = time.perf_counter()
+    result = run(timed)
+    return result.evaluations, time.perf_counter() - start, one_forward, timed.seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=64)
@@ -60,6 +86,7 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=20, help="subsample the T = 1000 levels (1 = all)")
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--forwards", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per sampler; cells are medians")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -85,16 +112,17 @@ def main() -> None:
                              lambda m: samplers.dif_fuse(m, image, difuse_mask(lesion), inversion_depth=500, **common)),
     }
     print(f"{args.batch} images of {args.size}x{args.size}, UNet channels {tuple(args.channels)}, stride {args.stride} "
-          f"({1000 // args.stride} levels), {torch.get_num_threads()} torch threads, CPU")
-    print(f"  {'sampler':22s} {'evals/image':>11s} {'s/image':>8s} {'forward s':>9s} {'ratio':>6s}")
+          f"({1000 // args.stride} levels), {torch.get_num_threads()} torch threads, CPU, median of {args.repeats} runs")
+    print(f"  {'sampler':22s} {'evals/image':>11s} {'s/image':>8s} {'forward s':>9s} {'isolated':>8s} {'in-run':>7s}")
     for name, (variant, cond, run) in runs.items():
-        model = models[variant]
-        one_forward = forward_seconds(model, image, cond, args.forwards)
-        start = time.perf_counter()
-        result = run(model)
-        elapsed = time.perf_counter() - start
-        ratio = elapsed / (result.evaluations * one_forward)
-        print(f"  {name:22s} {result.evaluations:11d} {elapsed / args.batch:8.3f} {one_forward:9.4f} {ratio:6.2f}")
+        samples = [measure(models[variant], cond, run, image, args.forwards) for _ in range(args.repeats)]
+        evaluations = samples[0][0]
+        elapsed = statistics.median(s[1] for s in samples)
+        one_forward = statistics.median(s[2] for s in samples)
+        isolated = statistics.median(s[1] / (s[0] * s[2]) for s in samples)
+        in_run = statistics.median(s[1] / s[3] for s in samples)
+        print(f"  {name:22s} {evaluations:11d} {elapsed / args.batch:8.3f} {one_forward:9.4f} {isolated:8.2f} "
+              f"{in_run:7.3f}")
 
 
 if __name__ == "__main__":
