@@ -14,7 +14,7 @@ import torch
 from cfbrain.mededit.evaluate import (SUMMARY_COLUMNS, evaluate_counterfactuals, example_indices, figure_grid,
                                       mededit_markdown, method_cells)
 from cfbrain.mededit.methods import (CounterfactualSet, MethodSpec, ablation_methods, editable_region,
-                                     load_counterfactuals, parse_method, pixel_kernel, run_method,
+                                     image_seeds, load_counterfactuals, parse_method, pixel_kernel, run_method,
                                      save_counterfactuals)
 from cfbrain.mededit.nnunet import (NnUNetSettings, case_ids, export_for_nnunet, export_training_set,
                                           nnunet_segment, predict_command, read_predicted_masks)
@@ -174,6 +174,16 @@ def test_results_do_not_depend_on_the_batch_size():
     three = run_method("mededit_u1", models, triplets, batch_size=3, seed=7, **FAST)
     np.testing.assert_allclose(one.counterfactual, three.counterfactual, atol=1e-6)
     assert one.evaluations == 3 * three.evaluations
+
+
+def test_runs_of_different_seeds_share_no_sampler_noise():
+    """Image i of seed s draws from SeedSequence([s, i]): seed 1's image 0 is not seed 0's image 1."""
+    assert not set(image_seeds(0, 0, 50)) & set(image_seeds(1, 0, 50))
+    assert image_seeds(3, 2, 4) == image_seeds(3, 0, 4)[2:]
+    triplets = random_triplets(toy_slices(), ["scan0", "scan1"], ["scan3", "scan4"], seed=0)
+    runs = [run_method("sdedit", {"mededit": zeros_eps}, triplets, sdedit_ratio=0.6, seed=seed, **FAST)
+            for seed in (0, 1)]
+    assert not np.allclose(runs[0].counterfactual, runs[1].counterfactual)
 
 
 def test_experiment_end_to_end(tmp_path):
