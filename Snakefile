@@ -26,6 +26,7 @@ include: "workflow/rules/register.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/classify.smk"
 include: "workflow/rules/saliency.smk"
+include: "workflow/rules/anomaly.smk"
 include: "workflow/rules/mri.smk"
 
 

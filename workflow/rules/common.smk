@@ -19,7 +19,7 @@ for _name, _dataset in config["datasets"].items():
         if _path and not Path(_path).exists():
             raise WorkflowError(f"dataset {_name}: {_what} {_path} does not exist (check the config file)")
 
-MRI_SOURCE_KINDS = ("synthetic_mri", "atlas", "brats")
+MRI_SOURCE_KINDS = ("synthetic_mri", "atlas", "brats", "brats2021", "wmh", "synthetic_wmh")
 for _name, _dataset in config["datasets"].items():
     if (_dataset["modality"] == "mri") != (_dataset["source"]["kind"] in MRI_SOURCE_KINDS):
         raise WorkflowError(f"dataset {_name}: source kind {_dataset['source']['kind']} does not go with modality "
@@ -174,8 +174,10 @@ def all_targets():
     targets = []
     for dataset in DATASETS:
         root = f"{RESULTS}/{dataset}"
+        if is_difuse(dataset):
+            targets += anomaly_targets(dataset)
         if is_mri(dataset):
-            targets += mri_targets(dataset)
+            targets += mri_targets(dataset) if "mededit" in dataset_tracks(dataset) else []
             continue
         targets += [f"{root}/tables/exclusions.md", f"{root}/qc/exclusions.tsv", f"{root}/figures/registration_qc.png",
                     f"{root}/figures/preprocessing_montage.png"]

@@ -7,4 +7,6 @@ with snakemake_job(snakemake) as job:
     source = snakemake.params.source
     lesioned = {"n_stroke": 0, "n_tumour": 0, f"n_{source['lesion']}": source["n_lesioned"]}
     make_mri_cohort(Path(snakemake.output[0]), SynthMRIConfig(n_healthy=source["n_healthy"], seed=source["seed"],
-                                                              workers=snakemake.threads, **lesioned))
+                                                              workers=snakemake.threads, **lesioned,
+                                                              contrasts=tuple(source.get("contrasts", ())),
+                                                              n_wmh=source.get("n_wmh", 0)))

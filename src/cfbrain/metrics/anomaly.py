@@ -18,7 +18,7 @@ over seeds (:func:`cfbrain.metrics.classification.seeds_markdown_table`).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,14 @@ from cfbrain.models.features import feature_extractor
 THRESHOLDS = tuple(np.round(np.arange(0.02, 1.0, 0.02), 2))
 """The binarisation thresholds searched (anomaly maps are max-normalised to [0, 1])."""
 TABLE_COLUMNS = {"brats_dice": "BraTS Dice ↑", "brats_iou": "BraTS IoU ↑", "wmh_dice": "WMH Dice ↑",
-                 "wmh_iou": "WMH IoU ↑", "ct_kid": "CT KID ↓"}
+                 "wmh_iou": "WMH IoU ↑", "ct_kid": "CT KID ↓",
+                 "brats_dice_best_on_test": "BraTS Dice, best-on-test threshold",
+                 "brats_iou_best_on_test": "BraTS IoU, best-on-test threshold",
+                 "wmh_dice_best_on_test": "WMH Dice, best-on-test threshold",
+                 "wmh_iou_best_on_test": "WMH IoU, best-on-test threshold"}
+SCORE_COLUMNS = {"brats": ("dice", "iou", "dice_best_on_test", "iou_best_on_test"),
+                 "wmh": ("dice", "iou", "dice_best_on_test", "iou_best_on_test"), "ct": ("kid",)}
+"""Per dataset role, the per-seed score columns that enter Table 6.1 (as ``{role}_{column}``)."""
 
 
 def lesion_scores(maps: np.ndarray, lesion_mask: np.ndarray, threshold: float,
@@ -87,6 +94,15 @@ def mean_anomaly(maps: np.ndarray, brain_mask: np.ndarray | None = None) -> np.n
         return maps.reshape(len(maps), -1).mean(axis=1)
     inside = np.asarray(brain_mask) > 0
     return np.array([m[b].mean() if b.any() else 0.0 for m, b in zip(maps, inside)])
+
+
+def table_frame(scores: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per (method, seed) with Table 6.1's columns from each role's per-seed scores (role "brats",
+    "wmh" or "ct" -> rows with method, seed and the :data:`SCORE_COLUMNS` of that role)."""
+    frames = [table[["method", "seed", *SCORE_COLUMNS[role]]].rename(
+        columns={c: f"{role}_{c}" for c in SCORE_COLUMNS[role]}).set_index(["method", "seed"])
+        for role, table in scores.items()]
+    return pd.concat(frames, axis=1).reset_index()
 
 
 def anomaly_table(per_seed: pd.DataFrame, method_labels: dict[str, str] | None = None) -> str:

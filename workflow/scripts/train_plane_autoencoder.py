@@ -1,0 +1,18 @@
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from cfbrain.anomaly.classifier import train_plane_autoencoder
+from cfbrain.anomaly.pipeline import seeded_train_config, training_slices
+from cfbrain.models import SpatialAutoencoderConfig
+from cfbrain.preprocess.mri import load_volume_slices
+from cfbrain.provenance import snakemake_job
+
+with snakemake_job(snakemake) as job:
+    torch.set_num_threads(snakemake.threads)
+    slices, splits = load_volume_slices(snakemake.input.slices), pd.read_csv(snakemake.input.splits, sep="\t")
+    train_plane_autoencoder(training_slices(slices, splits, snakemake.wildcards.dataset, snakemake.params.seed),
+                            SpatialAutoencoderConfig.from_mapping(snakemake.params.architecture),
+                            seeded_train_config(snakemake.params.training, snakemake.params.seed, "plane autoencoder"),
+                            Path(snakemake.output.weights).parent, job.resume_dir(snakemake.params.checkpoints))
