@@ -4,6 +4,7 @@ import pandas as pd
 import torch
 
 from cfbrain.anomaly.pipeline import evaluation_slices, group_rows, load_run, segmentation_row
+from cfbrain.errors import require_rows
 from cfbrain.metrics.anomaly import ct_kid, kid_features
 from cfbrain.preprocess.mri import load_volume_slices
 from cfbrain.provenance import snakemake_job
@@ -23,6 +24,8 @@ with snakemake_job(snakemake) as job:
         if snakemake.params.ct:
             generated = result.counterfactual[group_rows(index, evaluation, "test_lesion"), 0]
             real = slices.select(index[group_rows(index, evaluation, "test_healthy")]).image[:, 0]
+            require_rows(min(len(generated), len(real)), 2, snakemake.wildcards.dataset,
+                         "slices of positive and of negative test scans each (KID)")
             score = {"kid": ct_kid(extractor, real, generated, seed=seed), "kid_features": features,
                      "n_generated": len(generated), "n_real": len(real)}
         else:
