@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.optim import AdamW, Optimizer
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from cfbrain.anomaly.data import SliceImages, flip_sample
 from cfbrain.models.diffusion_unet import DiffusionUNetConfig, diffusion_phase, diffusion_unet
@@ -36,6 +35,7 @@ from cfbrain.settings import from_mapping
 from cfbrain.train import SeededTransformDataset, TrainConfig, fit, seed_everything
 from cfbrain.train.checkpoint import load_weights
 from cfbrain.train.data import batches_per_epoch
+from cfbrain.train.loop import constant_lr
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,6 @@ class HealthyDDPMSettings:
 def adamw(parameters: list[nn.Parameter], lr: float, config: TrainConfig) -> Optimizer:
     """AdamW, β = (0.9, 0.999), decoupled weight decay ``config.weight_decay`` (§6.5.3)."""
     return AdamW(parameters, lr=lr, betas=(0.9, 0.999), weight_decay=config.weight_decay)
-
-
-def constant_lr(optimizer: Optimizer, total_steps: int, config: TrainConfig) -> LRScheduler:
-    """No decay (guided-diffusion's trainer keeps the learning rate constant)."""
-    return LambdaLR(optimizer, lambda step: 1.0)
 
 
 def train_config(settings: HealthyDDPMSettings, n_train: int) -> TrainConfig:
